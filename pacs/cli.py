@@ -1,0 +1,207 @@
+"""`pacs` command line: serve, import, stats. Sets up logging and pydicom's configuration.
+
+Layer: top, beside the protocol layer. The only module that sets `pydicom.config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydicom.config
+
+from pacs import __version__
+from pacs.config import ConfigError, Settings, load_settings
+from pacs.index import IndexUnavailable
+from pacs.services import Services, open_services
+
+log = logging.getLogger("pacs")
+DEFAULT_CONFIG = Path("config/pacs.toml")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Root logging at `level`; pynetdicom only from WARNING unless DEBUG."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("pynetdicom").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+
+
+def configure_pydicom() -> None:
+    """Read what modalities send, as leniently as pydicom allows, without warnings."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file (default: config/pacs.toml)")
+    parser.add_argument("--storage", help="archive folder")
+    parser.add_argument("--database", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", help="text or json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="pacs", description="minipacs DICOM archive")
+    parser.add_argument("--version", action="version", version=f"minipacs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the DICOM server")
+    _settings_arguments(serve)
+    serve.add_argument("--ae-title", help="our AE title (default MINIPACS)")
+    serve.add_argument("--host", help="address to listen on")
+    serve.add_argument("--port", help="port to listen on (0: any free port)")
+    serve.add_argument("--remote", action="append", dest="remotes", metavar="AE@HOST:PORT",
+                       help="a C-MOVE destination (repeatable)")
+    serve.add_argument("--duplicates", help="keep, replace or reject")
+    serve.add_argument("--max-pdu", help="largest PDU we accept, bytes")
+    serve.add_argument("--max-associations", help="associations at once")
+    serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+
+    importer = commands.add_parser("import", help="store DICOM files from folders")
+    _settings_arguments(importer)
+    importer.add_argument("paths", nargs="+", type=Path, help="files or folders")
+
+    stats = commands.add_parser("stats", help="counts of what the archive holds")
+    _settings_arguments(stats)
+    return parser
+
+
+_SETTING_FLAGS = ("storage", "database", "log_level", "log_format", "ae_title", "host", "port",
+                  "remotes", "duplicates", "max_pdu", "max_associations")
+
+
+def settings_from(arguments: argparse.Namespace) -> Settings:
+    """Settings from the config file, the environment and the flags given."""
+    config_file = arguments.config
+    if config_file is None and DEFAULT_CONFIG.is_file():
+        config_file = DEFAULT_CONFIG
+    overrides = {name: getattr(arguments, name, None) for name in _SETTING_FLAGS}
+    return load_settings(config_file, overrides=overrides)
+
+
+def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, then stop cleanly."""
+    from pacs.server import serve_until, start_server
+
+    services = open_services(settings)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        running = start_server(services, receive_into_archive=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+    if arguments.ready_file:
+        host, port = running.address
+        arguments.ready_file.write_text(f"{host} {port}\n")
+    serve_until(stop_requested, running)
+    services.close()
+    log.info("stopped")
+    return 0
+
+
+def _progress_printer(total: int) -> Callable[[int], None] | None:
+    if not sys.stderr.isatty() or total == 0:
+        return None
+
+    def show(done: int) -> None:
+        width = 40
+        filled = width * done // total
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def run_import(services: Services, paths: Sequence[Path]) -> int:
+    """Import files and folders; print a summary. Exit 1 when any DICOM file was rejected."""
+    from pacs.ingest import import_files, iter_files
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise ConfigError(f"import: {missing[0]} does not exist")
+    total = sum(1 for _ in iter_files(paths)) if sys.stderr.isatty() else 0
+    summary = import_files(services.ingestor, paths, _progress_printer(total))
+    print(f"stored: {summary.stored}")
+    print(f"duplicates: {summary.duplicates}")
+    print(f"not DICOM (skipped): {summary.not_dicom}")
+    print(f"rejected: {len(summary.rejected)}")
+    for path, reason in summary.rejected:
+        print(f"  {path}: {reason}")
+    return 1 if summary.rejected else 0
+
+
+def run_stats(services: Services) -> int:
+    """Print counts of patients, studies, series, instances and bytes."""
+    stats = services.index.stats()
+    print(f"patients:  {stats.patients}")
+    print(f"studies:   {stats.studies}")
+    print(f"series:    {stats.series}")
+    print(f"instances: {stats.instances}")
+    print(f"bytes:     {stats.bytes}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pacs` command."""
+    arguments = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(arguments)
+        configure_logging(settings.log_level, settings.log_format)
+        configure_pydicom()
+        if arguments.command == "serve":
+            return run_serve(settings, arguments)
+        services = open_services(settings)
+        try:
+            if arguments.command == "import":
+                return run_import(services, arguments.paths)
+            return run_stats(services)
+        finally:
+            services.close()
+    except ConfigError as exc:
+        print(f"pacs: error: {exc}", file=sys.stderr)
+        return 2
+    except IndexUnavailable as exc:
+        print(f"pacs: error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,294 @@
+"""Every write and the plain reads of the index. Query matching lives in query.py.
+
+Layer: under ingest/retrieve/query, over schema. Imports peewee and schema; hands out plain
+records (dataclasses), never peewee rows or pydicom Datasets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+from pacs.schema import (
+    Instance,
+    Patient,
+    Series,
+    Study,
+    create_schema,
+    is_sqlite,
+    open_database,
+)
+
+
+class IndexUnavailable(RuntimeError):
+    """The index could not be read or written (database down, disk full, locked too long)."""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance as the retrieve and operator tools need it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    file_path: str
+    file_size: int
+    file_sha256: str
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+
+
+@dataclass
+class IndexEntry:
+    """What ingest hands the index for one instance: column values per level, and the file."""
+
+    patient: dict[str, str]
+    study: dict[str, str]
+    series: dict[str, str]
+    instance: dict[str, str]
+    transfer_syntax_uid: str
+    file_path: str
+    file_size: int
+    file_sha256: str
+    source_ae: str = ""
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of `add_instance`: inserted, kept (already there) or replaced."""
+
+    outcome: str
+    previous_file_path: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """Counts at each level and bytes on disk."""
+
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+_RECORD_FIELDS = (
+    Instance.sop_instance_uid,
+    Instance.sop_class_uid,
+    Instance.transfer_syntax_uid,
+    Instance.file_path,
+    Instance.file_size,
+    Instance.file_sha256,
+    Series.series_instance_uid,
+    Study.study_instance_uid,
+    Patient.patient_id,
+)
+
+
+class Index:
+    """The Patient -> Study -> Series -> Instance index in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.database = open_database(url)
+            create_schema(self.database)
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"cannot open index {url}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def write_transaction(self) -> AbstractContextManager[Any]:
+        """A transaction that takes the write lock up front on SQLite (no upgrade deadlocks)."""
+        if is_sqlite(self.database):
+            return self.database.atomic(lock_type="IMMEDIATE")
+        return self.database.atomic()
+
+    def release_connection(self) -> None:
+        """Close (or return to the pool) the calling thread's connection."""
+        if not self.database.is_closed():
+            self.database.close()
+
+    def close(self) -> None:
+        """Close the calling thread's connection and, for a pool, all idle ones."""
+        self.release_connection()
+        close_all = getattr(self.database, "close_all", None)
+        if close_all:
+            close_all()
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def add_instance(self, entry: IndexEntry, replace: bool = False) -> AddResult:
+        """Index one instance and its parents in one transaction.
+
+        An instance already indexed is left alone (outcome "kept") unless `replace`, which
+        updates its row in place (outcome "replaced", with the old file path). Parent rows are
+        created when missing; their attributes are those of the first instance seen.
+        """
+        try:
+            with self.write_transaction():
+                patient_id = self._ensure(
+                    Patient,
+                    {
+                        "patient_id": entry.patient.get("patient_id", ""),
+                        "issuer_of_patient_id": entry.patient.get("issuer_of_patient_id", ""),
+                    },
+                    entry.patient,
+                )
+                study_id = self._ensure(
+                    Study,
+                    {"study_instance_uid": entry.study["study_instance_uid"]},
+                    {**entry.study, "patient": patient_id},
+                )
+                series_id = self._ensure(
+                    Series,
+                    {"series_instance_uid": entry.series["series_instance_uid"]},
+                    {**entry.series, "study": study_id},
+                )
+                values = {
+                    **entry.instance,
+                    "series": series_id,
+                    "transfer_syntax_uid": entry.transfer_syntax_uid,
+                    "file_path": entry.file_path,
+                    "file_size": entry.file_size,
+                    "file_sha256": entry.file_sha256,
+                    "received_at": entry.received_at,
+                    "source_ae": entry.source_ae,
+                }
+                uid = entry.instance["sop_instance_uid"]
+                existing = (
+                    Instance.select(Instance.id, Instance.file_path)
+                    .where(Instance.sop_instance_uid == uid)
+                    .first()
+                )
+                if existing is not None:
+                    if not replace:
+                        return AddResult("kept", existing.file_path)
+                    Instance.update(values).where(Instance.id == existing.id).execute()
+                    return AddResult("replaced", existing.file_path)
+                Instance.insert(values).on_conflict_ignore().execute()
+                return AddResult("inserted")
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index write failed: {exc}") from exc
+
+    @staticmethod
+    def _ensure(model: Any, key: dict[str, Any], values: dict[str, Any]) -> int:
+        """The id of the row with `key`, inserting it with `values` when absent (race-safe)."""
+        condition = [getattr(model, name) == value for name, value in key.items()]
+        row = model.select(model.id).where(*condition).first()
+        if row is not None:
+            return int(row.id)
+        # Another process may insert the same row between select and insert: ignore, reselect.
+        model.insert({**values, **key}).on_conflict_ignore().execute()
+        return int(model.select(model.id).where(*condition).get().id)
+
+    def remove_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        """Delete one instance row, and parents left empty; returns what was removed."""
+        try:
+            with self.write_transaction():
+                record = self.get_instance(sop_instance_uid)
+                if record is None:
+                    return None
+                row = Instance.get(Instance.sop_instance_uid == sop_instance_uid)
+                series_id = row.series_id
+                row.delete_instance()
+                self._remove_empty_parents(series_id)
+                return record
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index write failed: {exc}") from exc
+
+    @staticmethod
+    def _remove_empty_parents(series_id: int) -> None:
+        series = Series.get_by_id(series_id)
+        if not Instance.select().where(Instance.series == series_id).exists():
+            study_id = series.study_id
+            series.delete_instance()
+            if not Series.select().where(Series.study == study_id).exists():
+                study = Study.get_by_id(study_id)
+                patient_id = study.patient_id
+                study.delete_instance()
+                if not Study.select().where(Study.patient == patient_id).exists():
+                    Patient.delete().where(Patient.id == patient_id).execute()
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _records(self) -> peewee.ModelSelect:
+        return (
+            Instance.select(*_RECORD_FIELDS)
+            .join(Series)
+            .join(Study)
+            .join(Patient)
+        )
+
+    @staticmethod
+    def _record(row: Any) -> InstanceRecord:
+        return InstanceRecord(
+            sop_instance_uid=row.sop_instance_uid,
+            sop_class_uid=row.sop_class_uid,
+            transfer_syntax_uid=row.transfer_syntax_uid,
+            file_path=row.file_path,
+            file_size=row.file_size,
+            file_sha256=row.file_sha256,
+            series_instance_uid=row.series.series_instance_uid,
+            study_instance_uid=row.series.study.study_instance_uid,
+            patient_id=row.series.study.patient.patient_id,
+        )
+
+    def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        """The record of one instance, or None."""
+        try:
+            row = self._records().where(Instance.sop_instance_uid == sop_instance_uid).first()
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
+        return self._record(row) if row is not None else None
+
+    def instances_for_retrieve(
+        self,
+        patient_ids: Sequence[str] = (),
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+    ) -> list[InstanceRecord]:
+        """Instances under the given unique keys (each list ORs, the lists AND), in order."""
+        query = self._records()
+        if patient_ids:
+            query = query.where(Patient.patient_id.in_(list(patient_ids)))
+        if study_uids:
+            query = query.where(Study.study_instance_uid.in_(list(study_uids)))
+        if series_uids:
+            query = query.where(Series.series_instance_uid.in_(list(series_uids)))
+        if sop_instance_uids:
+            query = query.where(Instance.sop_instance_uid.in_(list(sop_instance_uids)))
+        query = query.order_by(Study.id, Series.id, Instance.id)
+        try:
+            return [self._record(row) for row in query]
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    def iter_instances(self) -> Iterator[InstanceRecord]:
+        """Every indexed instance, streamed from a cursor."""
+        for row in self._records().order_by(Instance.id).iterator():
+            yield self._record(row)
+
+    def stats(self) -> IndexStats:
+        """Counts of patients, studies, series, instances and stored bytes."""
+        try:
+            size = Instance.select(peewee.fn.COALESCE(peewee.fn.SUM(Instance.file_size), 0))
+            return IndexStats(
+                patients=Patient.select().count(),
+                studies=Study.select().count(),
+                series=Series.select().count(),
+                instances=Instance.select().count(),
+                bytes=int(size.scalar() or 0),
+            )
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc

@@ -1,0 +1,140 @@
+"""peewee models of the index, Patient -> Study -> Series -> Instance, and opening the database.
+
+Below index.py; imports peewee, which only this module and index.py may. Columns come from
+the attribute table in `dictionary.py`, so adding a key there adds its column here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+from playhouse import db_url
+
+from pacs.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
+
+SCHEMA_VERSION = 1
+database_proxy = peewee.DatabaseProxy()
+
+# Columns filtered by most queries get a B-tree index; text search on the rest is rare.
+_INDEXED = {
+    "patient_id", "patient_name", "patient_name_folded", "patient_birth_date", "patient_sex",
+    "study_date", "study_time_norm", "accession_number", "study_id", "referring_physician_name",
+    "referring_physician_name_folded", "study_description",
+    "modality", "series_number", "sop_class_uid", "instance_number",
+}
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+def _attribute_fields(level: str, skip: set[str]) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for attribute in stored_attributes(level):
+        if attribute.column in skip:
+            continue
+        for name in filter(None, (attribute.column, attribute.folded_column,
+                                  attribute.normalized_column)):
+            columns[name] = peewee.TextField(default="", index=name in _INDEXED)
+    return columns
+
+
+def _model(name: str, fields: dict[str, Any], meta: dict[str, Any]) -> type[BaseModel]:
+    namespace: dict[str, Any] = dict(fields)
+    namespace["__module__"] = __name__
+    namespace["Meta"] = type("Meta", (), meta)
+    return type(name, (BaseModel,), namespace)
+
+
+class SchemaInfo(BaseModel):
+    """One row: the schema version this database is at."""
+
+    version = peewee.IntegerField()
+
+
+Patient = _model(
+    "Patient",
+    _attribute_fields(PATIENT, set()),
+    # A patient is Patient ID within its issuer (PS3.3 C.7.1.1).
+    {"indexes": ((("patient_id", "issuer_of_patient_id"), True),)},
+)
+
+Study = _model(
+    "Study",
+    {
+        "patient": peewee.ForeignKeyField(Patient, backref="studies", on_delete="CASCADE"),
+        **_attribute_fields(STUDY, {"study_instance_uid"}),
+        "study_instance_uid": peewee.TextField(unique=True),
+    },
+    {"indexes": ((("study_date", "study_time_norm"), False),)},
+)
+
+Series = _model(
+    "Series",
+    {
+        "study": peewee.ForeignKeyField(Study, backref="series", on_delete="CASCADE"),
+        **_attribute_fields(SERIES, {"series_instance_uid"}),
+        "series_instance_uid": peewee.TextField(unique=True),
+    },
+    {"table_name": "series"},
+)
+
+Instance = _model(
+    "Instance",
+    {
+        "series": peewee.ForeignKeyField(Series, backref="instances", on_delete="CASCADE"),
+        **_attribute_fields(IMAGE, {"sop_instance_uid"}),
+        "sop_instance_uid": peewee.TextField(unique=True),
+        "transfer_syntax_uid": peewee.TextField(),
+        "file_path": peewee.TextField(),
+        "file_size": peewee.BigIntegerField(),
+        "file_sha256": peewee.TextField(),
+        "received_at": peewee.DateTimeField(),
+        "source_ae": peewee.TextField(default=""),
+    },
+    {},
+)
+
+MODELS: tuple[type[BaseModel], ...] = (SchemaInfo, Patient, Study, Series, Instance)
+
+
+def open_database(url: str) -> peewee.Database:
+    """Connect to `sqlite:///path` or `postgresql://...` and bind the models to it."""
+    if url.startswith("sqlite"):
+        database = db_url.connect(
+            url,
+            timeout=60,  # busy timeout, seconds: writers wait rather than fail
+            pragmas={
+                "journal_mode": "wal",
+                # FULL: a commit is on disk before we answer Success, power loss included.
+                "synchronous": "full",
+                "foreign_keys": 1,
+                "busy_timeout": 60000,
+                "cache_size": -64000,
+                # LIKE must honour case, as DICOM matching does for every VR but PN.
+                "case_sensitive_like": 1,
+            },
+        )
+    else:
+        url = url.replace("postgresql://", "postgresql+pool://", 1).replace(
+            "postgres://", "postgresql+pool://", 1
+        )
+        database = db_url.connect(url, max_connections=64, stale_timeout=300)
+    database_proxy.initialize(database)
+    return database
+
+
+def create_schema(database: peewee.Database) -> None:
+    """Create missing tables and indexes and record the schema version."""
+    with database.atomic():
+        database.create_tables(MODELS, safe=True)
+        if SchemaInfo.select().count() == 0:
+            SchemaInfo.create(version=SCHEMA_VERSION)
+
+
+def is_sqlite(database: peewee.Database) -> bool:
+    """Whether the database is SQLite (whose write transactions need BEGIN IMMEDIATE)."""
+    return isinstance(database, peewee.SqliteDatabase)

@@ -1,0 +1,164 @@
+"""The DICOM application entity: presentation contexts, limits, timeouts, handler binding.
+
+Layer: protocol (top). The only module that imports `pynetdicom.evt` and tunes pynetdicom;
+handlers are bound here with the shared `Services` as their argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    evt,
+)
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs.handlers.find import handle_find
+from pacs.handlers.retrieve import handle_get, handle_move
+from pacs.handlers.store import handle_echo, handle_store
+from pacs.services import Services
+
+log = logging.getLogger("pacs.server")
+
+QUERY_RETRIEVE_CLASSES = (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+# Received data sets stream to a temp file instead of memory (handlers use dataset_path).
+_config.STORE_RECV_CHUNKED_DATASET = True
+# Log the association's identity, not every PDU.
+_config.LOG_HANDLER_LEVEL = "none"
+
+
+def set_no_delay(sock: socket.socket | None) -> None:
+    """Disable Nagle's algorithm: small DIMSE messages otherwise wait for a delayed ACK."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def _on_connection_open(event: Any) -> None:
+    transport = getattr(event.assoc.dul, "socket", None)
+    set_no_delay(getattr(transport, "socket", None))
+
+
+def _on_association_end(event: Any, services: Services) -> None:
+    # Runs in the association's own thread, whose index connection this returns.
+    services.index.release_connection()
+
+
+def build_ae(services: Services) -> AE:
+    """The AE with every Storage SOP Class in every transfer syntax, Q/R and Verification."""
+    settings = services.settings
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.maximum_associations = settings.max_associations
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.require_called_aet = settings.require_called_ae
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        # scp_role/scu_role: accept the SCP/SCU role selection a C-GET SCU proposes.
+        ae.add_supported_context(
+            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
+    for sop_class in QUERY_RETRIEVE_CLASSES:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    return ae
+
+
+def event_handlers(services: Services) -> list[Any]:
+    """The (event, handler, args) bindings of the server."""
+    return [
+        (evt.EVT_CONN_OPEN, _on_connection_open),
+        (evt.EVT_RELEASED, _on_association_end, [services]),
+        (evt.EVT_ABORTED, _on_association_end, [services]),
+        (evt.EVT_C_ECHO, handle_echo, [services]),
+        (evt.EVT_C_STORE, handle_store, [services]),
+        (evt.EVT_C_FIND, handle_find, [services]),
+        (evt.EVT_C_MOVE, handle_move, [services]),
+        (evt.EVT_C_GET, handle_get, [services]),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A listening server: its AE, socket server and bound address."""
+
+    ae: AE
+    server: ThreadedAssociationServer
+    services: Services
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) actually bound; the port is real even when 0 was asked for."""
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for `grace` seconds, abort the rest."""
+        self.server.shutdown()
+        deadline = time.monotonic() + grace
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for association in self.ae.active_associations:
+            log.warning("aborting association with %s at shutdown",
+                        association.requestor.ae_title)
+            association.abort()
+        self.ae.shutdown()
+
+
+def start_server(services: Services, receive_into_archive: bool = False) -> RunningServer:
+    """Start listening on the configured host and port, in background threads.
+
+    `receive_into_archive` makes incoming data sets land in the archive's temp folder, so
+    storing is a rename rather than a copy; it sets a process-wide default (the CLI's server).
+    """
+    settings = services.settings
+    if receive_into_archive:
+        tempfile.tempdir = str(services.archive.temp_dir)
+    ae = build_ae(services)
+    server = ae.start_server(
+        (settings.host, settings.port), block=False, evt_handlers=event_handlers(services)
+    )
+    set_no_delay(server.socket)
+    running = RunningServer(ae, server, services)
+    host, port = running.address
+    log.info("%s listening on %s:%d (archive %s, index %s)", settings.ae_title, host, port,
+             services.archive.root, settings.database)
+    return running
+
+
+def serve_until(stop_requested: threading.Event, running: RunningServer) -> None:
+    """Block until `stop_requested` is set, then stop the server cleanly."""
+    while not stop_requested.wait(0.5):
+        pass
+    log.info("stopping: waiting for running associations")
+    running.stop()
