@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacs.handlers.find import handle_find
+from pacs.handlers.find import handle_find, handle_sop_extended
 from pacs.handlers.retrieve import handle_get, handle_move
 from pacs.handlers.store import handle_echo, handle_store
 from pacs.services import Services
@@ -103,6 +103,7 @@ def event_handlers(services: Services) -> list[Any]:
         (evt.EVT_C_ECHO, handle_echo, [services]),
         (evt.EVT_C_STORE, handle_store, [services]),
         (evt.EVT_C_FIND, handle_find, [services]),
+        (evt.EVT_SOP_EXTENDED, handle_sop_extended, [services]),
         (evt.EVT_C_MOVE, handle_move, [services]),
         (evt.EVT_C_GET, handle_get, [services]),
     ]

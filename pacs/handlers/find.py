@@ -15,3 +15,8 @@ from pacs.status import FindStatus
 def handle_find(event: Any, services: Services) -> Iterator[tuple[Dataset, Dataset | None]]:
     """C-FIND: not implemented yet."""
     yield status_dataset(FindStatus.UNABLE_TO_PROCESS, "C-FIND is not implemented yet"), None
+
+
+def handle_sop_extended(event: Any, services: Services) -> dict[str, bytes]:
+    """SOP Class Extended Negotiation (PS3.4 C.4.1.3.1): none accepted yet."""
+    return {}
