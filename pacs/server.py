@@ -7,7 +7,6 @@ handlers are bound here with the shared `Services` as their argument.
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pacs.handlers.common import set_no_delay
 from pacs.handlers.find import handle_find, handle_sop_extended
 from pacs.handlers.retrieve import handle_get, handle_move
 from pacs.handlers.store import handle_echo, handle_store
@@ -52,15 +52,6 @@ QUERY_RETRIEVE_CLASSES = (
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Log the association's identity, not every PDU.
 _config.LOG_HANDLER_LEVEL = "none"
-
-
-def set_no_delay(sock: socket.socket | None) -> None:
-    """Disable Nagle's algorithm: small DIMSE messages otherwise wait for a delayed ACK."""
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 def _on_connection_open(event: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from enum import IntEnum
 from typing import Any
 
@@ -39,3 +40,12 @@ def status_dataset(status: int | IntEnum, comment: str = "",
 def error_dataset(error: DicomError) -> Dataset:
     """The status Dataset of a DicomError."""
     return status_dataset(error.status, error.error_comment, error.offending_element)
+
+
+def set_no_delay(sock: socket.socket | None) -> None:
+    """Disable Nagle's algorithm: small DIMSE messages otherwise wait for a delayed ACK."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
