@@ -105,7 +105,7 @@ def _required_uid(dataset: Dataset, keyword: str) -> str:
         raise DicomError(StoreStatus.CANNOT_UNDERSTAND, f"data set has no {keyword}")
     if not is_valid_uid(value):
         raise DicomError(
-            StoreStatus.CANNOT_UNDERSTAND, f"{keyword} {value[:40]!r} is not a valid UID"
+            StoreStatus.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID: {value!r}"
         )
     return value
 
@@ -144,12 +144,12 @@ class Ingestor:
         if expected_sop_class_uid is not None and sop_class != expected_sop_class_uid:
             raise DicomError(
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                f"SOP Class UID {sop_class or '(none)'} differs from the command's",
+                f"data set SOP Class UID differs from the command's: {sop_class or '(none)'}",
             )
         if expected_sop_instance_uid is not None and sop_instance != expected_sop_instance_uid:
             raise DicomError(
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                f"SOP Instance UID {sop_instance[:40] or '(none)'} differs from the command's",
+                f"data set SOP Instance UID differs from the command's: {sop_instance or '(none)'}",
             )
         sop_class = _required_uid(dataset, "SOPClassUID")
         sop_instance = _required_uid(dataset, "SOPInstanceUID")

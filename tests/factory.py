@@ -79,11 +79,22 @@ def make_dataset(
     return ds
 
 
-def write_dataset(dataset: Dataset, folder: Path, name: str | None = None) -> Path:
-    """Save as a Part 10 file under `folder`; the name defaults to the SOP Instance UID."""
+def write_dataset(
+    dataset: Dataset, folder: Path, name: str | None = None, meta_as_given: bool = False
+) -> Path:
+    """Save as a Part 10 file under `folder`; the name defaults to the SOP Instance UID.
+
+    `meta_as_given` keeps the file meta exactly as set (pydicom would otherwise copy the
+    data set's UIDs into it), for files whose meta deliberately disagrees with the data set.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (name or f"{dataset.SOPInstanceUID}.dcm")
-    dataset.save_as(path, enforce_file_format=True)
+    digest = hashlib.sha256(str(dataset.SOPInstanceUID).encode()).hexdigest()
+    path = folder / (name or f"{digest}.dcm")
+    if meta_as_given:
+        dataset.preamble = b"\x00" * 128
+        dataset.save_as(path, enforce_file_format=False)
+    else:
+        dataset.save_as(path, enforce_file_format=True)
     return path
 
 

@@ -1,0 +1,54 @@
+"""The structural walk: every element must fit in the file, without reading pixel data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from pacs.encoding import MalformedDataset, check_structure, read_layout
+from tests.factory import make_file
+
+
+def _check(path: Path) -> None:
+    check_structure(path, read_layout(path))
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_whole_file_passes_in_each_uncompressed_syntax(tmp_path: Path, syntax: str) -> None:
+    _check(make_file(tmp_path, transfer_syntax=syntax))
+
+
+def test_encapsulated_pixel_data_passes() -> None:
+    _check(Path(get_testdata_file("JPEG2000.dcm")))
+
+
+def test_truncated_pixel_data_is_malformed(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    with pytest.raises(MalformedDataset, match="declares 128 bytes"):
+        _check(path)
+
+
+def test_file_ending_inside_an_element_header_is_malformed(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    layout = read_layout(path)
+    path.write_bytes(path.read_bytes()[: layout.dataset_offset + 13])
+    with pytest.raises(MalformedDataset):
+        _check(path)
+
+
+def test_pydicom_truncated_test_files_are_malformed() -> None:
+    for name in ("MR_truncated.dcm", "rtplan_truncated.dcm"):
+        with pytest.raises(MalformedDataset):
+            _check(Path(get_testdata_file(name)))
+
+
+def test_missing_part10_prefix_is_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "raw.dcm"
+    path.write_bytes(b"\x00" * 200)
+    with pytest.raises(MalformedDataset, match="Part 10"):
+        read_layout(path)
