@@ -1,0 +1,78 @@
+"""Crash safety: an instance answered with Success survives a SIGKILL of the server."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+
+from pacs.config import Settings
+from pacs.services import open_services
+from tests.conftest import ServerProcess
+from tests.dcmtk import dcmtk_env, require_tool
+from tests.factory import make_file
+
+
+def _acknowledged(log: str) -> list[str]:
+    """Files storescu saw answered with Success, from its -v output."""
+    done, current = [], None
+    for line in log.splitlines():
+        sent = re.search(r"Sending file: (.+)$", line)
+        if sent:
+            current = sent.group(1)
+        elif current and "Received Store Response (Success)" in line:
+            done.append(current)
+            current = None
+    return done
+
+
+def _kill_while_storing(server: ServerProcess, files: list[Path], after: int) -> list[str]:
+    """Run storescu over `files`; SIGKILL the server after `after` acknowledgements."""
+    command = [require_tool("storescu"), "-v", "-aec", "MINIPACS", "127.0.0.1",
+               str(server.port), *map(str, files)]
+    client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=dcmtk_env())
+    assert client.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    for line in client.stdout:
+        lines.append(line)
+        if len(_acknowledged("".join(lines))) >= after or time.monotonic() > deadline:
+            server.kill()
+            break
+    lines.extend(client.stdout.read().splitlines(keepends=True))
+    client.wait(timeout=60)
+    return _acknowledged("".join(lines))
+
+
+# DESIGN rule 2 / issue #2: Success means on disk and in the index the moment it is sent.
+def test_sigkill_during_storescu_loses_no_acknowledged_instance(
+    server_process: Callable[..., ServerProcess], tmp_path: Path, database_url: str
+) -> None:
+    files = [make_file(tmp_path / "in", patient_id=f"K{n % 3}", study=f"ST{n % 5}",
+                       instance=n, rows=128, columns=128) for n in range(150)]
+    server = server_process()
+    acknowledged = _kill_while_storing(server, files, after=40)
+    assert len(acknowledged) >= 40
+    assert len(acknowledged) < len(files), "the kill came too late to test anything"
+
+    server.start()  # the server comes back up on the same archive and index
+    server.kill()
+    settings = Settings(storage=server.storage, database=database_url)
+    services = open_services(settings)
+    try:
+        for path in acknowledged:
+            uid = str(pydicom.dcmread(path).SOPInstanceUID)
+            record = services.index.get_instance(uid)
+            assert record is not None, f"acknowledged {uid} is not indexed"
+            stored = services.archive.absolute(record.file_path)
+            assert pydicom.dcmread(stored) == pydicom.dcmread(path)
+            assert services.archive.checksum(record.file_path) == record.file_sha256
+        for record in services.index.iter_instances():
+            assert services.archive.exists(record.file_path), "index row without its file"
+    finally:
+        services.close()
