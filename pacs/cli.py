@@ -70,7 +70,9 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every subcommand; each sets `handler` to the function it runs."""
+    from pacs.cli_operations import add_operation_commands
+
     parser = argparse.ArgumentParser(prog="pacs", description="minipacs DICOM archive")
     parser.add_argument("--version", action="version", version=f"minipacs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,13 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-pdu", help="largest PDU we accept, bytes")
     serve.add_argument("--max-associations", help="associations at once")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    serve.set_defaults(handler=None)
 
     importer = commands.add_parser("import", help="store DICOM files from folders")
     _settings_arguments(importer)
     importer.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    importer.set_defaults(handler=lambda services, arguments: run_import(services,
+                                                                         arguments.paths))
 
     stats = commands.add_parser("stats", help="counts of what the archive holds")
     _settings_arguments(stats)
+    stats.set_defaults(handler=lambda services, arguments: run_stats(services))
+
+    add_operation_commands(commands, _settings_arguments)
     return parser
 
 
@@ -192,9 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(settings, arguments)
         services = open_services(settings)
         try:
-            if arguments.command == "import":
-                return run_import(services, arguments.paths)
-            return run_stats(services)
+            return int(arguments.handler(services, arguments))
         finally:
             services.close()
     except ConfigError as exc:
