@@ -48,7 +48,9 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -87,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--duplicates", help="keep, replace or reject")
     serve.add_argument("--max-pdu", help="largest PDU we accept, bytes")
     serve.add_argument("--max-associations", help="associations at once")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=None)
 
     importer = commands.add_parser("import", help="store DICOM files from folders")
@@ -117,11 +122,7 @@ def settings_from(arguments: argparse.Namespace) -> Settings:
     return load_settings(config_file, overrides=overrides)
 
 
-def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM, then stop cleanly."""
-    from pacs.server import serve_until, start_server
-
-    services = open_services(settings)
+def _stop_on_signals() -> threading.Event:
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -130,8 +131,45 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    return stop_requested
+
+
+def run_workers(settings: Settings, arguments: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Supervise `--workers N` server processes on one port until SIGINT or SIGTERM."""
+    from pacs.workers import Supervisor
+
+    if arguments.workers < 1:
+        raise ConfigError(f"setting 'workers' (from --workers): {arguments.workers} must be ≥ 1")
+    open_services(settings).close()  # create the schema once, before workers race to
+    stop_requested = _stop_on_signals()
     try:
-        running = start_server(services, receive_into_archive=True)
+        supervisor = Supervisor(argv, settings.host, settings.port, arguments.workers)
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+    try:
+        supervisor.start()
+        log.info("%d workers listening on %s:%d", arguments.workers, supervisor.host,
+                 supervisor.port)
+        if arguments.ready_file:
+            arguments.ready_file.write_text(f"{supervisor.host} {supervisor.port}\n")
+        supervisor.watch(stop_requested)
+    finally:
+        code = supervisor.stop()
+    log.info("stopped")
+    return code
+
+
+def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, then stop cleanly."""
+    from pacs.server import serve_until, start_server
+
+    services = open_services(settings)
+    stop_requested = _stop_on_signals()
+    try:
+        running = start_server(services, receive_into_archive=True,
+                               reuse_port=arguments.reuse_port)
     except OSError as exc:
         raise ConfigError(
             f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
@@ -196,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(arguments)
         configure_logging(settings.log_level, settings.log_format)
         configure_pydicom()
+        if arguments.command == "serve" and arguments.workers != 1:
+            return run_workers(settings, arguments, sys.argv[1:] if argv is None else argv)
         if arguments.command == "serve":
             return run_serve(settings, arguments)
         services = open_services(settings)

@@ -47,7 +47,7 @@ class Settings:
     log_format: str = "text"
     duplicates: str = "keep"
     max_pdu: int = 262144
-    max_associations: int = field(default_factory=lambda: max(16, 8 * (os.cpu_count() or 2)))
+    max_associations: int = field(default_factory=lambda: max(64, 32 * (os.cpu_count() or 2)))
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0

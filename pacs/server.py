@@ -7,6 +7,8 @@ handlers are bound here with the shared `Services` as their argument.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -100,6 +102,37 @@ def event_handlers(services: Services) -> list[Any]:
     ]
 
 
+class ReusePortAssociationServer(ThreadedAssociationServer):
+    """An association server whose socket shares its port with other processes (workers)."""
+
+    def server_bind(self) -> None:
+        """Set SO_REUSEPORT before binding, so N worker processes accept on one port."""
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def listen(
+    ae: AE,
+    address: tuple[str, int],
+    handlers: list[Any],
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
+) -> ThreadedAssociationServer:
+    """Start accepting associations on `address` in a background thread."""
+    server_class = ReusePortAssociationServer if reuse_port else ThreadedAssociationServer
+    server = ae.make_server(
+        address, ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
+    )
+    set_no_delay(server.socket)
+    thread = threading.Thread(
+        target=server.serve_forever, name=f"acceptor-{address[1]}", daemon=True
+    )
+    thread.start()
+    # ae.shutdown() stops every server in this list.
+    ae._servers.append(server)
+    return server
+
+
 @dataclass
 class RunningServer:
     """A listening server: its AE, socket server and bound address."""
@@ -127,20 +160,21 @@ class RunningServer:
         self.ae.shutdown()
 
 
-def start_server(services: Services, receive_into_archive: bool = False) -> RunningServer:
+def start_server(
+    services: Services, receive_into_archive: bool = False, reuse_port: bool = False
+) -> RunningServer:
     """Start listening on the configured host and port, in background threads.
 
     `receive_into_archive` makes incoming data sets land in the archive's temp folder, so
     storing is a rename rather than a copy; it sets a process-wide default (the CLI's server).
+    `reuse_port` lets several worker processes listen on the same port.
     """
     settings = services.settings
     if receive_into_archive:
         tempfile.tempdir = str(services.archive.temp_dir)
     ae = build_ae(services)
-    server = ae.start_server(
-        (settings.host, settings.port), block=False, evt_handlers=event_handlers(services)
-    )
-    set_no_delay(server.socket)
+    server = listen(ae, (settings.host, settings.port), event_handlers(services),
+                    reuse_port=reuse_port)
     running = RunningServer(ae, server, services)
     host, port = running.address
     log.info("%s listening on %s:%d (archive %s, index %s)", settings.ae_title, host, port,

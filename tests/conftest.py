@@ -127,10 +127,10 @@ def scu(*contexts: str, ae_title: str = "TESTSCU",
 class ServerProcess:
     """`python -m pacs serve` in a child process, for kill -9, signal and CLI tests."""
 
-    def __init__(self, folder: Path, database: str, *extra: str):
+    def __init__(self, folder: Path, database: str, *extra: str, storage: Path | None = None):
         self.folder = folder
         self.database = database
-        self.storage = folder / "archive"
+        self.storage = storage or folder / "archive"
         self.extra = list(extra)
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
