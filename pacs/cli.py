@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_arguments(stats)
     stats.set_defaults(handler=lambda services, arguments: run_stats(services))
 
+    database = commands.add_parser("db", help="index schema: version, upgrade")
+    _settings_arguments(database)
+    database.add_argument("action", choices=("version", "upgrade"))
+    database.set_defaults(handler=None)
+
     add_operation_commands(commands, _settings_arguments)
     return parser
 
@@ -227,6 +232,24 @@ def run_stats(services: Services) -> int:
     return 0
 
 
+def run_db(settings: Settings, action: str) -> int:
+    """`pacs db version` prints the schema version; `pacs db upgrade` applies migrations."""
+    from pacs.index import Index
+    from pacs.schema import SCHEMA_VERSION
+
+    index = Index(settings.database, create=False)
+    try:
+        if action == "upgrade":
+            applied = index.upgrade()
+            print(f"applied migrations: {', '.join(map(str, applied)) or 'none'}")
+        version = index.schema_version()
+        print(f"schema version: {'none (empty database)' if version is None else version}"
+              f" (this release: {SCHEMA_VERSION})")
+        return 0 if version == SCHEMA_VERSION else 1
+    finally:
+        index.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pacs` command."""
     arguments = build_parser().parse_args(argv)
@@ -238,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_workers(settings, arguments, sys.argv[1:] if argv is None else argv)
         if arguments.command == "serve":
             return run_serve(settings, arguments)
+        if arguments.command == "db":
+            return run_db(settings, arguments.action)
         services = open_services(settings)
         try:
             return int(arguments.handler(services, arguments))

@@ -6,7 +6,6 @@ records (dataclasses), never peewee rows or pydicom Datasets.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -18,11 +17,14 @@ import peewee
 from pacs.schema import (
     Instance,
     Patient,
+    SchemaMismatch,
     Series,
     Study,
     create_schema,
     is_sqlite,
     open_database,
+    schema_version,
+    upgrade_schema,
 )
 
 
@@ -96,14 +98,27 @@ _RECORD_FIELDS = (
 class Index:
     """The Patient -> Study -> Series -> Instance index in SQLite or PostgreSQL."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = True):
         self.url = url
         try:
             self.database = open_database(url)
-            create_schema(self.database)
+            if create:
+                create_schema(self.database)
+        except SchemaMismatch as exc:
+            raise IndexUnavailable(str(exc)) from exc
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"cannot open index {url}: {exc}") from exc
-        self._lock = threading.Lock()
+
+    def schema_version(self) -> int | None:
+        """The schema version recorded in the database (None: empty database)."""
+        return schema_version(self.database)
+
+    def upgrade(self) -> list[int]:
+        """Apply pending schema migrations; the versions applied (empty: already current)."""
+        try:
+            return upgrade_schema(self.database)
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"schema upgrade failed: {exc}") from exc
 
     # --- connections ---------------------------------------------------------------------------
 

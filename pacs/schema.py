@@ -6,6 +6,7 @@ the attribute table in `dictionary.py`, so adding a key there adds its column he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -127,12 +128,55 @@ def open_database(url: str) -> peewee.Database:
     return database
 
 
+# Version N's migration takes a database at version N-1 to N; each runs in one transaction.
+# A release that changes the models bumps SCHEMA_VERSION and adds its step here.
+MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {}
+
+
+class SchemaMismatch(RuntimeError):
+    """The database's schema version is not the one this release works with."""
+
+
+def schema_version(database: peewee.Database) -> int | None:
+    """The version recorded in the database, or None for an empty database."""
+    if not database.table_exists(SchemaInfo._meta.table_name):
+        return None
+    row = SchemaInfo.select(SchemaInfo.version).order_by(SchemaInfo.version.desc()).first()
+    return int(row.version) if row else None
+
+
 def create_schema(database: peewee.Database) -> None:
-    """Create missing tables and indexes and record the schema version."""
+    """Create the schema in an empty database; refuse a database at another version."""
     with database.atomic():
-        database.create_tables(MODELS, safe=True)
-        if SchemaInfo.select().count() == 0:
+        version = schema_version(database)
+        if version is None:
+            database.create_tables(MODELS, safe=True)
             SchemaInfo.create(version=SCHEMA_VERSION)
+            return
+    if version < SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"index schema is version {version}, this release needs {SCHEMA_VERSION}: "
+            "run `pacs db upgrade` (with every server stopped)"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"index schema is version {version}, newer than this release ({SCHEMA_VERSION})"
+        )
+
+
+def upgrade_schema(database: peewee.Database) -> list[int]:
+    """Apply every pending migration in order; the versions applied."""
+    applied = []
+    current = schema_version(database)
+    if current is None:
+        create_schema(database)
+        return applied
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        with database.atomic():
+            MIGRATIONS[version](database)
+            SchemaInfo.update(version=version).execute()
+        applied.append(version)
+    return applied
 
 
 def is_sqlite(database: peewee.Database) -> bool:
