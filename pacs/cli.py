@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--duplicates", help="keep, replace or reject")
     serve.add_argument("--max-pdu", help="largest PDU we accept, bytes")
     serve.add_argument("--max-associations", help="associations at once")
+    serve.add_argument("--allow-calling-ae", action="append", dest="peers", metavar="AE",
+                       help="turn the allow-list on and let AE use every service (repeatable)")
+    serve.add_argument("--tls-port", help="also listen with DICOM TLS on this port")
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
@@ -115,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SETTING_FLAGS = ("storage", "database", "log_level", "log_format", "ae_title", "host", "port",
-                  "remotes", "duplicates", "max_pdu", "max_associations")
+                  "remotes", "duplicates", "max_pdu", "max_associations", "peers", "tls_port")
 
 
 def settings_from(arguments: argparse.Namespace) -> Settings:
@@ -181,7 +184,8 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
         ) from None
     if arguments.ready_file:
         host, port = running.address
-        arguments.ready_file.write_text(f"{host} {port}\n")
+        tls = running.tls_address
+        arguments.ready_file.write_text(f"{host} {port}" + (f" {tls[1]}" if tls else "") + "\n")
     serve_until(stop_requested, running)
     services.close()
     log.info("stopped")

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
+SERVICES = ("echo", "store", "find", "move", "get")
+UNKNOWN_CALLER_POLICIES = ("echo-store", "echo", "reject")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
@@ -31,6 +33,15 @@ class RemoteAE:
     host: str
     port: int
     tls: bool = False
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A known calling AE (optionally only from one host) and the services it may use."""
+
+    ae_title: str
+    host: str | None = None
+    services: frozenset[str] = frozenset(SERVICES)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,17 @@ class Settings:
     reply_to_requester: bool = False
     reply_ports: tuple[int, ...] = ()
     require_called_ae: bool = True
+    peers: tuple[Peer, ...] = ()
+    unknown_callers: str = "echo-store"
+    max_dataset_size: int = 4 * 2**30
+    tls_port: int | None = None
+    tls_only: bool = False
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_require_client_certificate: bool = False
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     def remote(self, ae_title: str) -> RemoteAE | None:
         """The configured remote with this AE title, if any."""
@@ -192,6 +214,53 @@ def _parse_ports(value: Any) -> tuple[int, ...]:
     return tuple(parse_port(v) for v in value)
 
 
+def parse_peer(value: Any) -> Peer:
+    """A [[peer]] table (ae_title, optional host, optional services), or a bare AE title."""
+    if isinstance(value, Peer):
+        return value
+    if not isinstance(value, Mapping):
+        return Peer(parse_ae_title(value))
+    unknown = set(value) - {"ae_title", "host", "services"}
+    if unknown:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r} in a peer entry")
+    if "ae_title" not in value:
+        raise ValueError("a peer entry needs ae_title")
+    services = value.get("services", list(SERVICES))
+    if isinstance(services, str):
+        services = [v for v in re.split(r"[,\s]+", services) if v]
+    bad = [s for s in services if s not in SERVICES]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not one of {', '.join(SERVICES)}")
+    host = value.get("host")
+    return Peer(parse_ae_title(value["ae_title"]), str(host) if host else None,
+                frozenset(services))
+
+
+def _parse_peers(value: Any) -> tuple[Peer, ...]:
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list of peers")
+    return tuple(parse_peer(v) for v in value)
+
+
+def _optional_port(value: Any) -> int | None:
+    if value is None or str(value).strip().lower() in ("", "none", "off"):
+        return None
+    return parse_port(value)
+
+
+def _optional_path(value: Any) -> Path | None:
+    return Path(str(value)) if value not in (None, "") else None
+
+
+def _size(value: Any) -> int:
+    number = _parse_int(value)
+    if number < 0:
+        raise ValueError(f"{number} must be 0 (unlimited) or more")
+    return number
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """Where one setting lives in the TOML file and how its value is parsed."""
@@ -221,6 +290,17 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("log_level", "log.level", _choice(LOG_LEVELS, upper=True)),
     SettingSpec("log_format", "log.format", _choice(LOG_FORMATS)),
     SettingSpec("remotes", "remote", _parse_remotes),
+    SettingSpec("peers", "peer", _parse_peers),
+    SettingSpec("unknown_callers", "security.unknown_callers", _choice(UNKNOWN_CALLER_POLICIES)),
+    SettingSpec("max_dataset_size", "limits.max_dataset_size", _size),
+    SettingSpec("tls_port", "tls.port", _optional_port),
+    SettingSpec("tls_only", "tls.only", _parse_bool),
+    SettingSpec("tls_certificate", "tls.certificate", _optional_path),
+    SettingSpec("tls_key", "tls.key", _optional_path),
+    SettingSpec("tls_ca", "tls.ca", _optional_path),
+    SettingSpec("tls_require_client_certificate", "tls.require_client_certificate", _parse_bool),
+    SettingSpec("metrics_port", "metrics.port", parse_port),
+    SettingSpec("metrics_host", "metrics.host", lambda v: str(v).strip()),
 )
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 _SPEC_BY_TOML = {spec.toml_key: spec for spec in SPECS}
@@ -251,8 +331,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     found: dict[str, Any] = {}
     for section, content in document.items():
-        if section == "remote":
-            found["remote"] = content
+        if section in ("remote", "peer"):
+            found[section] = content
             continue
         if not isinstance(content, dict):
             raise ConfigError(f"config file {path}: unknown key {section!r}")
@@ -286,7 +366,25 @@ def load_settings(
             _apply(values, name, raw, f"from {flag}")
     settings = Settings()
     known = {f.name for f in fields(Settings)}
-    return replace(settings, **{k: v for k, v in values.items() if k in known})
+    settings = replace(settings, **{k: v for k, v in values.items() if k in known})
+    check_tls(settings)
+    return settings
+
+
+def check_tls(settings: Settings) -> None:
+    """A TLS port needs a certificate and key that exist; tls.only needs a TLS port."""
+    if settings.tls_only and settings.tls_port is None:
+        raise ConfigError("setting 'tls_only': needs tls.port")
+    if settings.tls_port is None:
+        return
+    for name in ("tls_certificate", "tls_key"):
+        path = getattr(settings, name)
+        if path is None:
+            raise ConfigError(f"setting {name!r}: required when tls.port is set")
+        if not path.is_file():
+            raise ConfigError(f"setting {name!r}: {path} is not a readable file")
+    if settings.tls_require_client_certificate and settings.tls_ca is None:
+        raise ConfigError("setting 'tls_ca': required with tls.require_client_certificate")
 
 
 def check_storage(path: Path) -> None:

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import (
@@ -31,8 +32,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
+from pacs.config import Settings
 from pacs.handlers.common import set_no_delay
 from pacs.handlers.find import handle_find, handle_sop_extended
 from pacs.handlers.retrieve import handle_get, handle_move
@@ -55,6 +57,49 @@ _config.STORE_RECV_CHUNKED_DATASET = True
 # Log the association's identity, not every PDU.
 _config.LOG_HANDLER_LEVEL = "none"
 
+# The largest PDU a peer may send us. pynetdicom trusts the length field and keeps reading
+# as long as the peer sends, so an absurd length would grow memory without bound.
+PDU_LENGTH_LIMIT = 64 * 2**20
+
+
+def _bounded_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
+    """AssociationSocket.recv: refuse absurd lengths, and read into one buffer, not 4 KiB."""
+    if nr_bytes > PDU_LENGTH_LIMIT:
+        # pynetdicom turns this into "connection closed" (Evt17): the association is aborted.
+        raise OSError(f"peer announced a {nr_bytes}-byte PDU, over the {PDU_LENGTH_LIMIT} limit")
+    buffer = bytearray(nr_bytes)
+    view = memoryview(buffer)
+    received = 0
+    sock = self.socket
+    assert sock is not None
+    while received < nr_bytes:
+        count = sock.recv_into(view[received:], nr_bytes - received)
+        if not count:
+            return buffer[:received]
+        received += count
+    return buffer
+
+
+AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]
+
+
+class PeerErrorsOnOneLine(logging.Filter):
+    """What a peer's bad bytes cause is one log line, not a traceback (pynetdicom logs both)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message = record.getMessage()
+            record.msg = f"{message + ': ' if message else ''}{type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+for _name in ("pynetdicom.dul", "pynetdicom.transport", "pynetdicom.acse"):
+    logging.getLogger(_name).addFilter(PeerErrorsOnOneLine())
+
 
 def _on_connection_open(event: Any) -> None:
     transport = getattr(event.assoc.dul, "socket", None)
@@ -64,6 +109,44 @@ def _on_connection_open(event: Any) -> None:
 def _on_association_end(event: Any, services: Services) -> None:
     # Runs in the association's own thread, whose index connection this returns.
     services.index.release_connection()
+    _discard_partial_data_set(event)
+
+
+def _discard_partial_data_set(event: Any) -> None:
+    """Remove the temp file of a data set whose transfer the abort cut short."""
+    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is not None:
+        partial.close()
+        Path(partial.name).unlink(missing_ok=True)
+        log.warning("association with %s ended mid-transfer: partial data set discarded",
+                    str(event.assoc.requestor.ae_title).strip())
+
+
+def tls_server_context(settings: Settings) -> ssl.SSLContext:
+    """Server-side TLS as BCP 195 asks: TLS 1.2 or later, ECDHE with AES-GCM or ChaCha20."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    context.load_cert_chain(str(settings.tls_certificate), str(settings.tls_key))
+    if settings.tls_ca is not None:
+        context.load_verify_locations(str(settings.tls_ca))
+    context.verify_mode = (
+        ssl.CERT_REQUIRED if settings.tls_require_client_certificate
+        else ssl.CERT_OPTIONAL if settings.tls_ca is not None else ssl.CERT_NONE
+    )
+    return context
+
+
+def tls_client_context(settings: Settings) -> ssl.SSLContext:
+    """Client-side TLS for outgoing associations (C-MOVE to a remote marked tls)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(settings.tls_ca) if settings.tls_ca else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False  # DICOM peers are named by AE title, not host name
+    if settings.tls_certificate and settings.tls_key:
+        context.load_cert_chain(str(settings.tls_certificate), str(settings.tls_key))
+    return context
 
 
 def build_ae(services: Services) -> AE:
@@ -76,6 +159,9 @@ def build_ae(services: Services) -> AE:
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
     ae.require_called_aet = settings.require_called_ae
+    if services.access.rejects_unknown_callers:
+        # PS3.8 9.3.4: A-ASSOCIATE-RJ, reason "calling AE title not recognized".
+        ae.require_calling_aet = services.access.known_titles()
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         # scp_role/scu_role: accept the SCP/SCU role selection a C-GET SCU proposes.
@@ -135,16 +221,25 @@ def listen(
 
 @dataclass
 class RunningServer:
-    """A listening server: its AE, socket server and bound address."""
+    """A listening server: its AE, socket servers (plain and/or TLS) and bound addresses."""
 
     ae: AE
     server: ThreadedAssociationServer
     services: Services
+    tls_server: ThreadedAssociationServer | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) actually bound; the port is real even when 0 was asked for."""
         host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """(host, port) of the TLS listener, if any."""
+        if self.tls_server is None:
+            return None
+        host, port = self.tls_server.server_address[:2]
         return str(host), int(port)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -173,12 +268,25 @@ def start_server(
     if receive_into_archive:
         tempfile.tempdir = str(services.archive.temp_dir)
     ae = build_ae(services)
-    server = listen(ae, (settings.host, settings.port), event_handlers(services),
-                    reuse_port=reuse_port)
-    running = RunningServer(ae, server, services)
-    host, port = running.address
-    log.info("%s listening on %s:%d (archive %s, index %s)", settings.ae_title, host, port,
-             services.archive.root, settings.database)
+    handlers = event_handlers(services)
+    tls_server = None
+    if settings.tls_port is not None:
+        tls_server = listen(ae, (settings.host, settings.tls_port), handlers,
+                            ssl_context=tls_server_context(settings), reuse_port=reuse_port)
+    if settings.tls_only and tls_server is not None:
+        server = tls_server
+    else:
+        server = listen(ae, (settings.host, settings.port), handlers, reuse_port=reuse_port)
+    running = RunningServer(ae, server, services, tls_server)
+    if not settings.tls_only:
+        host, port = running.address
+        log.info("%s listening on %s:%d (archive %s, index %s)", settings.ae_title, host, port,
+                 services.archive.root, settings.database)
+    if running.tls_address:
+        log.info("%s listening with TLS on %s:%d", settings.ae_title, *running.tls_address)
+    if services.access.is_open:
+        log.warning("no allow-list configured: any calling AE may use every service "
+                    "(set [[peer]] entries or --allow-calling-ae for production)")
     return running
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pacs.access import AccessPolicy
 from pacs.archive import Archive
 from pacs.config import Settings, check_storage
 from pacs.index import Index
@@ -21,6 +22,7 @@ class Services:
     archive: Archive
     index: Index
     ingestor: Ingestor
+    access: AccessPolicy
 
     def close(self) -> None:
         """Close the index (connections of this thread and any pool)."""
@@ -32,4 +34,5 @@ def open_services(settings: Settings) -> Services:
     check_storage(settings.storage)
     archive = Archive(settings.storage)
     index = Index(settings.database)
-    return Services(settings, archive, index, Ingestor(archive, index, settings.duplicates))
+    return Services(settings, archive, index, Ingestor(archive, index, settings.duplicates),
+                    AccessPolicy.from_settings(settings))

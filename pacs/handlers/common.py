@@ -25,6 +25,13 @@ def peer(event: Any) -> str:
     return f"{str(requestor.ae_title).strip()}@{requestor.address}:{requestor.port}"
 
 
+def require_permission(event: Any, services: Any, service: str, refused: IntEnum) -> None:
+    """Raise DicomError(`refused`) unless the caller may use `service` (PS3.7 C.5.4 0x0124)."""
+    requestor = event.assoc.requestor
+    if not services.access.allows(str(requestor.ae_title), str(requestor.address), service):
+        raise DicomError(refused, f"{calling_ae(event)} may not use {service} here")
+
+
 def status_dataset(status: int | IntEnum, comment: str = "",
                    offending_element: int | None = None) -> Dataset:
     """A status Dataset with Error Comment and Offending Element where given."""

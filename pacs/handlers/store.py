@@ -8,17 +8,28 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from pacs.handlers.common import calling_ae, error_dataset, peer, status_dataset
+from pacs.handlers.common import (
+    calling_ae,
+    error_dataset,
+    peer,
+    require_permission,
+    status_dataset,
+)
 from pacs.services import Services
 from pacs.status import DicomError, EchoStatus, StoreStatus
 
 log = logging.getLogger("pacs.store")
 
 
-def handle_echo(event: Any, services: Services) -> int:
-    """C-ECHO: always Success (PS3.7 9.1.5)."""
+def handle_echo(event: Any, services: Services) -> Dataset:
+    """C-ECHO: Success, unless the allow-list denies echo to this caller."""
+    try:
+        require_permission(event, services, "echo", StoreStatus.NOT_AUTHORIZED)
+    except DicomError as error:
+        log.warning("C-ECHO from %s refused: %s", peer(event), error)
+        return error_dataset(error)
     log.info("C-ECHO from %s", peer(event))
-    return int(EchoStatus.SUCCESS)
+    return status_dataset(EchoStatus.SUCCESS)
 
 
 def handle_store(event: Any, services: Services) -> Dataset:
@@ -28,6 +39,13 @@ def handle_store(event: Any, services: Services) -> Dataset:
     command_class = str(request.AffectedSOPClassUID)
     command_instance = str(request.AffectedSOPInstanceUID)
     try:
+        require_permission(event, services, "store", StoreStatus.NOT_AUTHORIZED)
+        if (size := event.dataset_path.stat().st_size) > services.settings.max_dataset_size > 0:
+            raise DicomError(
+                StoreStatus.OUT_OF_RESOURCES,
+                f"data set of {size} bytes is over the limit of "
+                f"{services.settings.max_dataset_size}",
+            )
         result = services.ingestor.store(
             event.dataset_path,
             expected_sop_class_uid=command_class,
