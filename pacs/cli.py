@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-calling-ae", action="append", dest="peers", metavar="AE",
                        help="turn the allow-list on and let AE use every service (repeatable)")
     serve.add_argument("--tls-port", help="also listen with DICOM TLS on this port")
+    serve.add_argument("--metrics-port", help="serve Prometheus metrics on this port")
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SETTING_FLAGS = ("storage", "database", "log_level", "log_format", "ae_title", "host", "port",
-                  "remotes", "duplicates", "max_pdu", "max_associations", "peers", "tls_port")
+                  "remotes", "duplicates", "max_pdu", "max_associations", "peers", "tls_port",
+                  "metrics_port")
 
 
 def settings_from(arguments: argparse.Namespace) -> Settings:

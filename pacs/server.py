@@ -284,6 +284,8 @@ def start_server(
                  services.archive.root, settings.database)
     if running.tls_address:
         log.info("%s listening with TLS on %s:%d", settings.ae_title, *running.tls_address)
+    if settings.metrics_port:
+        services.metrics.start(settings.metrics_host, settings.metrics_port)
     if services.access.is_open:
         log.warning("no allow-list configured: any calling AE may use every service "
                     "(set [[peer]] entries or --allow-calling-ae for production)")

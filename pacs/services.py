@@ -5,13 +5,14 @@ Layer: above ingest/index/archive, below the protocol layer and the CLI; no pyne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pacs.access import AccessPolicy
 from pacs.archive import Archive
 from pacs.config import Settings, check_storage
 from pacs.index import Index
 from pacs.ingest import Ingestor
+from pacs.metrics import Metrics
 
 
 @dataclass
@@ -23,9 +24,11 @@ class Services:
     index: Index
     ingestor: Ingestor
     access: AccessPolicy
+    metrics: Metrics = field(default_factory=Metrics)
 
     def close(self) -> None:
-        """Close the index (connections of this thread and any pool)."""
+        """Close the index (connections of this thread and any pool) and the metrics endpoint."""
+        self.metrics.stop()
         self.index.close()
 
 

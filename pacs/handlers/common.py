@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from enum import IntEnum
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydicom.dataset import Dataset
 from pacs.status import DicomError
 
 log = logging.getLogger("pacs.handlers")
+operations_log = logging.getLogger("pacs.operations")
 
 
 def calling_ae(event: Any) -> str:
@@ -30,6 +32,27 @@ def require_permission(event: Any, services: Any, service: str, refused: IntEnum
     requestor = event.assoc.requestor
     if not services.access.allows(str(requestor.ae_title), str(requestor.address), service):
         raise DicomError(refused, f"{calling_ae(event)} may not use {service} here")
+
+
+def record_operation(
+    event: Any, services: Any, operation: str, status: int, started: float, **fields: Any
+) -> None:
+    """One log line per DIMSE operation (with structured fields for --log-format json),
+    and its metrics: peer AE and address, operation, status, duration, then `fields`."""
+    seconds = time.monotonic() - started
+    requestor = event.assoc.requestor
+    entry = {
+        "peer_ae": str(requestor.ae_title).strip(),
+        "peer_address": f"{requestor.address}:{requestor.port}",
+        "operation": operation,
+        "status": f"0x{int(status):04X}",
+        "duration_ms": round(seconds * 1000, 2),
+        **fields,
+    }
+    text = " ".join(f"{key}={value}" for key, value in entry.items() if value not in ("", None))
+    level = logging.INFO if int(status) in (0x0000, 0xFF00, 0xFF01) else logging.WARNING
+    operations_log.log(level, text, extra={"fields": entry})
+    services.metrics.observe(operation, int(status), seconds)
 
 
 def status_dataset(status: int | IntEnum, comment: str = "",

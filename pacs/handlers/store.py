@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pacs.handlers.common import (
     calling_ae,
     error_dataset,
-    peer,
+    record_operation,
     require_permission,
     status_dataset,
 )
@@ -23,13 +23,23 @@ log = logging.getLogger("pacs.store")
 
 def handle_echo(event: Any, services: Services) -> Dataset:
     """C-ECHO: Success, unless the allow-list denies echo to this caller."""
+    started = time.monotonic()
     try:
         require_permission(event, services, "echo", StoreStatus.NOT_AUTHORIZED)
     except DicomError as error:
-        log.warning("C-ECHO from %s refused: %s", peer(event), error)
+        record_operation(event, services, "C-ECHO", error.status, started, error=error.comment)
         return error_dataset(error)
-    log.info("C-ECHO from %s", peer(event))
+    record_operation(event, services, "C-ECHO", EchoStatus.SUCCESS, started)
     return status_dataset(EchoStatus.SUCCESS)
+
+
+def _check_size(event: Any, services: Services) -> int:
+    size = event.dataset_path.stat().st_size
+    limit = services.settings.max_dataset_size
+    if limit and size > limit:
+        raise DicomError(StoreStatus.OUT_OF_RESOURCES,
+                         f"data set of {size} bytes is over the limit of {limit}")
+    return size
 
 
 def handle_store(event: Any, services: Services) -> Dataset:
@@ -40,12 +50,8 @@ def handle_store(event: Any, services: Services) -> Dataset:
     command_instance = str(request.AffectedSOPInstanceUID)
     try:
         require_permission(event, services, "store", StoreStatus.NOT_AUTHORIZED)
-        if (size := event.dataset_path.stat().st_size) > services.settings.max_dataset_size > 0:
-            raise DicomError(
-                StoreStatus.OUT_OF_RESOURCES,
-                f"data set of {size} bytes is over the limit of "
-                f"{services.settings.max_dataset_size}",
-            )
+        size = _check_size(event, services)
+        services.metrics.add_bytes("received", size)
         result = services.ingestor.store(
             event.dataset_path,
             expected_sop_class_uid=command_class,
@@ -53,14 +59,15 @@ def handle_store(event: Any, services: Services) -> Dataset:
             source_ae=calling_ae(event),
         )
     except DicomError as error:
-        log.warning("C-STORE from %s of %s refused: %s", peer(event), command_instance[:64], error)
+        record_operation(event, services, "C-STORE", error.status, started,
+                         sop_instance_uid=command_instance[:64], error=error.comment)
         return error_dataset(error)
     except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC211
-        log.exception("C-STORE from %s of %s failed", peer(event), command_instance[:64])
+        log.exception("C-STORE from %s of %s failed", calling_ae(event), command_instance[:64])
+        record_operation(event, services, "C-STORE", StoreStatus.OUT_OF_RESOURCES, started,
+                         sop_instance_uid=command_instance[:64], error="internal error")
         return status_dataset(StoreStatus.OUT_OF_RESOURCES, "internal error while storing")
-    log.info(
-        "C-STORE from %s: %s %s (study %s, %d bytes, %.1f ms)",
-        peer(event), result.outcome, result.sop_instance_uid, result.study_instance_uid,
-        result.file_size, (time.monotonic() - started) * 1000,
-    )
+    record_operation(event, services, "C-STORE", StoreStatus.SUCCESS, started,
+                     outcome=result.outcome, sop_instance_uid=result.sop_instance_uid,
+                     study_instance_uid=result.study_instance_uid, bytes=result.file_size)
     return status_dataset(StoreStatus.SUCCESS)
