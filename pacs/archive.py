@@ -166,10 +166,10 @@ class Archive:
         _fsync_dir(target.parent)
 
     def iter_files(self) -> Iterator[str]:
-        """Every instance file in the archive, as a relative path; temp files excluded."""
+        """Every instance file in the archive, as a relative path; temp and trash excluded."""
         for folder, subfolders, names in os.walk(self.root):
-            if Path(folder) == self.root and TEMP_FOLDER in subfolders:
-                subfolders.remove(TEMP_FOLDER)
+            if Path(folder) == self.root:
+                subfolders[:] = [s for s in subfolders if s not in (TEMP_FOLDER, TRASH_FOLDER)]
             for name in names:
                 if name.endswith(SUFFIX):
                     yield os.path.relpath(os.path.join(folder, name), self.root)
@@ -186,3 +186,63 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+# --- operator tools (verify, reindex, delete) ---------------------------------------------------
+# A delete first moves its files into `<root>/.trash/<transaction>/` (durable renames), then
+# removes the rows, then the folder; `iter_files` never looks inside, so a crash can never turn
+# a deleted file back into an "orphan" that verify would re-index.
+
+TRASH_FOLDER = ".trash"
+
+
+def trash_root(archive: Archive) -> Path:
+    """The folder holding the files of deletes in progress (or interrupted by a crash)."""
+    return archive.root / TRASH_FOLDER
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the entries of `folder` (creations, renames, removals) durable."""
+    _fsync_dir(folder)
+
+
+def make_folders(archive: Archive, folder: Path) -> None:
+    """Create `folder` and its missing parents, each made durable in its parent."""
+    archive._make_parents(folder)
+
+
+def move_file(archive: Archive, source: Path, target: Path, sync: bool = True) -> None:
+    """Rename `source` to `target` (both inside the archive root, same file system).
+
+    With `sync`, both folders are fsynced afterwards; without it the caller fsyncs them in a
+    batch (collect `source.parent` and `target.parent`) before depending on the move.
+    """
+    for path in (source, target):
+        if path.resolve() != archive.root and archive.root not in path.resolve().parents:
+            raise ArchiveError(f"path {path} is outside the archive")
+    try:
+        make_folders(archive, target.parent)
+        os.rename(source, target)
+    except OSError as exc:
+        raise ArchiveError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
+    if sync:
+        _fsync_dir(source.parent)
+        if target.parent != source.parent:
+            _fsync_dir(target.parent)
+
+
+def adopt_file(archive: Archive, relative_path: str, target_relative_path: str) -> StoredFile:
+    """Move an archive file to `target_relative_path` keeping its bytes; hash it on the way.
+
+    The bytes are fsynced before the rename and both folders after it, as `place` does. Used
+    to re-index a file that is already in the archive but not where its UIDs say it belongs.
+    """
+    source = archive.absolute(relative_path)
+    target = archive.absolute(target_relative_path)
+    try:
+        digest, size = archive._sync_and_hash(source)
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {relative_path}: {exc.strerror or exc}") from exc
+    if source != target:
+        move_file(archive, source, target)
+    return StoredFile(target_relative_path, size, digest)

@@ -307,3 +307,154 @@ class Index:
             )
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    # --- operator tools (verify, reindex, delete) ---
+
+    def iter_instances_paged(self, batch_size: int = 1000) -> Iterator[InstanceRecord]:
+        """Every indexed instance in id order, read a page at a time (bounded memory on every
+        backend, no cursor held open between pages)."""
+        last = 0
+        while True:
+            query = (
+                self._records()
+                .select_extend(Instance.id)
+                .where(Instance.id > last)
+                .order_by(Instance.id)
+                .limit(batch_size)
+            )
+            try:
+                rows = list(query)
+            except peewee.PeeweeException as exc:
+                raise IndexUnavailable(f"index read failed: {exc}") from exc
+            for row in rows:
+                yield self._record(row)
+            if len(rows) < batch_size:
+                return
+            last = rows[-1].id
+
+    def patient_issuers(self, patient_id: str) -> list[str]:
+        """The Issuers of Patient ID under which `patient_id` is indexed ('' for none)."""
+        try:
+            query = Patient.select(Patient.issuer_of_patient_id).where(
+                Patient.patient_id == patient_id
+            )
+            return sorted(row.issuer_of_patient_id for row in query)
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    def instances_under(
+        self, level: str, key: str, issuer: str | None = None
+    ) -> list[InstanceRecord]:
+        """The instances of one patient (`issuer` narrows the Patient ID), study, series or
+        instance; `level` is "patient", "study", "series" or "instance"."""
+        column = {
+            "patient": Patient.patient_id,
+            "study": Study.study_instance_uid,
+            "series": Series.series_instance_uid,
+            "instance": Instance.sop_instance_uid,
+        }[level]
+        query = self._records().where(column == key)
+        if level == "patient" and issuer is not None:
+            query = query.where(Patient.issuer_of_patient_id == issuer)
+        try:
+            return [self._record(row) for row in query.order_by(Instance.id)]
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    def delete_instances(self, sop_instance_uids: Sequence[str], chunk: int = 500) -> int:
+        """Delete these instance rows, and parents left empty, in ONE transaction; returns how
+        many rows were deleted (UIDs no longer indexed are skipped)."""
+        uids = list(dict.fromkeys(sop_instance_uids))
+        try:
+            with self.write_transaction():
+                series_ids: set[int] = set()
+                deleted = 0
+                for start in range(0, len(uids), chunk):
+                    part = uids[start:start + chunk]
+                    where = Instance.sop_instance_uid.in_(part)
+                    series_ids.update(s for (s,) in Instance.select(Instance.series)
+                                      .where(where).tuples())
+                    deleted += Instance.delete().where(where).execute()
+                self._prune_empty(tuple(series_ids), (), ())
+                return deleted
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index write failed: {exc}") from exc
+
+    def upsert_instances(self, entries: Sequence[IndexEntry]) -> list[AddResult]:
+        """Index instances from their files as the source of truth, in one transaction.
+
+        Unlike `add_instance`, the patient, study and series rows take each entry's values and
+        links too (so a rebuild repairs parents that drifted), an existing instance row is
+        updated ("replaced", with its old file path) and parents left empty when an instance,
+        series or study moved elsewhere are removed.
+        """
+        try:
+            with self.write_transaction():
+                return [self._upsert(entry) for entry in entries]
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index write failed: {exc}") from exc
+
+    def _upsert(self, entry: IndexEntry) -> AddResult:
+        patient_key = {
+            "patient_id": entry.patient.get("patient_id", ""),
+            "issuer_of_patient_id": entry.patient.get("issuer_of_patient_id", ""),
+        }
+        patient_id = self._ensure(Patient, patient_key, entry.patient)
+        Patient.update({**entry.patient, **patient_key}).where(Patient.id == patient_id).execute()
+        study_values = {**entry.study, "patient": patient_id}
+        study_id = self._ensure(
+            Study, {"study_instance_uid": entry.study["study_instance_uid"]}, study_values
+        )
+        old_patient = Study.get_by_id(study_id).patient_id
+        Study.update(study_values).where(Study.id == study_id).execute()
+        series_values = {**entry.series, "study": study_id}
+        series_id = self._ensure(
+            Series, {"series_instance_uid": entry.series["series_instance_uid"]}, series_values
+        )
+        old_study = Series.get_by_id(series_id).study_id
+        Series.update(series_values).where(Series.id == series_id).execute()
+        values = {
+            **entry.instance,
+            "series": series_id,
+            "transfer_syntax_uid": entry.transfer_syntax_uid,
+            "file_path": entry.file_path,
+            "file_size": entry.file_size,
+            "file_sha256": entry.file_sha256,
+            "received_at": entry.received_at,
+            "source_ae": entry.source_ae,
+        }
+        uid = entry.instance["sop_instance_uid"]
+        existing = (
+            Instance.select(Instance.id, Instance.series, Instance.file_path)
+            .where(Instance.sop_instance_uid == uid)
+            .first()
+        )
+        if existing is None:
+            Instance.insert(values).on_conflict_ignore().execute()
+            self._prune_empty((), (old_study,), (old_patient,))
+            return AddResult("inserted")
+        Instance.update(values).where(Instance.id == existing.id).execute()
+        # Whatever this instance, its series or its study left may now be empty.
+        self._prune_empty((existing.series_id,), (old_study,), (old_patient,))
+        return AddResult("replaced", existing.file_path)
+
+    @staticmethod
+    def _prune_empty(
+        series_ids: Sequence[int], study_ids: Sequence[int], patient_ids: Sequence[int]
+    ) -> None:
+        """Delete those of the given series without instances, then studies without series,
+        then patients without studies (parents of removed rows are checked too)."""
+        studies, patients = set(study_ids), set(patient_ids)
+        for series_id in set(series_ids):
+            series = Series.get_or_none(Series.id == series_id)
+            if series and not Instance.select().where(Instance.series == series_id).exists():
+                studies.add(series.study_id)
+                series.delete_instance()
+        for study_id in sorted(studies):
+            study = Study.get_or_none(Study.id == study_id)
+            if study and not Series.select().where(Series.study == study_id).exists():
+                patients.add(study.patient_id)
+                study.delete_instance()
+        for patient_id in sorted(patients):
+            if not Study.select().where(Study.patient == patient_id).exists():
+                Patient.delete().where(Patient.id == patient_id).execute()
