@@ -133,6 +133,11 @@ class Index:
         if not self.database.is_closed():
             self.database.close()
 
+    def end_operation(self) -> None:
+        """Return a pooled (PostgreSQL) connection after each operation; SQLite keeps its own."""
+        if not is_sqlite(self.database):
+            self.release_connection()
+
     def close(self) -> None:
         """Close the calling thread's connection and, for a pool, all idle ones."""
         self.release_connection()

@@ -123,7 +123,9 @@ def open_database(url: str) -> peewee.Database:
         url = url.replace("postgresql://", "postgresql+pool://", 1).replace(
             "postgres://", "postgresql+pool://", 1
         )
-        database = db_url.connect(url, max_connections=64, stale_timeout=300)
+        # Connections return to the pool after each operation; a burst beyond the pool waits
+        # (timeout, seconds) instead of failing, and the PostgreSQL server's own limit holds.
+        database = db_url.connect(url, max_connections=16, stale_timeout=300, timeout=60)
     database_proxy.initialize(database)
     return database
 

@@ -53,6 +53,7 @@ def record_operation(
     level = logging.INFO if int(status) in (0x0000, 0xFF00, 0xFF01) else logging.WARNING
     operations_log.log(level, text, extra={"fields": entry})
     services.metrics.observe(operation, int(status), seconds)
+    services.index.end_operation()
 
 
 def status_dataset(status: int | IntEnum, comment: str = "",
