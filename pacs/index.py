@@ -6,7 +6,7 @@ records (dataclasses), never peewee rows or pydicom Datasets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -199,6 +199,59 @@ class Index:
                 return AddResult("inserted")
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index write failed: {exc}") from exc
+
+    def add_instances_bulk(self, entries: Iterable[IndexEntry], batch_size: int = 2000) -> int:
+        """Index many instances fast (benchmarks, migrations): batches of one transaction each.
+
+        Parents are created once and remembered; instances already indexed are skipped.
+        Returns how many entries were given.
+        """
+        parents: dict[tuple[str, ...], int] = {}
+        count = 0
+        batch: list[IndexEntry] = []
+
+        def flush() -> None:
+            rows = []
+            with self.write_transaction():
+                for entry in batch:
+                    patient_key = ("P", entry.patient.get("patient_id", ""),
+                                   entry.patient.get("issuer_of_patient_id", ""))
+                    if patient_key not in parents:
+                        parents[patient_key] = self._ensure(
+                            Patient, {"patient_id": patient_key[1],
+                                      "issuer_of_patient_id": patient_key[2]}, entry.patient)
+                    study_key = ("S", entry.study["study_instance_uid"])
+                    if study_key not in parents:
+                        parents[study_key] = self._ensure(
+                            Study, {"study_instance_uid": study_key[1]},
+                            {**entry.study, "patient": parents[patient_key]})
+                    series_key = ("E", entry.series["series_instance_uid"])
+                    if series_key not in parents:
+                        parents[series_key] = self._ensure(
+                            Series, {"series_instance_uid": series_key[1]},
+                            {**entry.series, "study": parents[study_key]})
+                    rows.append({
+                        **entry.instance, "series": parents[series_key],
+                        "transfer_syntax_uid": entry.transfer_syntax_uid,
+                        "file_path": entry.file_path, "file_size": entry.file_size,
+                        "file_sha256": entry.file_sha256, "received_at": entry.received_at,
+                        "source_ae": entry.source_ae,
+                    })
+                for start in range(0, len(rows), 200):
+                    Instance.insert_many(rows[start:start + 200]).on_conflict_ignore().execute()
+            batch.clear()
+
+        try:
+            for entry in entries:
+                batch.append(entry)
+                count += 1
+                if len(batch) >= batch_size:
+                    flush()
+            if batch:
+                flush()
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"bulk index write failed: {exc}") from exc
+        return count
 
     @staticmethod
     def _ensure(model: Any, key: dict[str, Any], values: dict[str, Any]) -> int:

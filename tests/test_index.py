@@ -1,0 +1,31 @@
+"""The index: bulk loading keeps the same shape as one-by-one stores."""
+
+from __future__ import annotations
+
+from pacs.index import Index, IndexEntry
+from tests.factory import uid
+
+
+def _entry(patient: int, study: int, series: int, instance: int) -> IndexEntry:
+    return IndexEntry(
+        patient={"patient_id": f"P{patient}", "patient_name": f"Name^{patient}"},
+        study={"study_instance_uid": uid("st", patient, study), "study_date": "20240101"},
+        series={"series_instance_uid": uid("se", patient, study, series), "modality": "CT"},
+        instance={"sop_instance_uid": uid("in", patient, study, series, instance),
+                  "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2"},
+        transfer_syntax_uid="1.2.840.10008.1.2.1", file_path="none", file_size=0,
+        file_sha256="",
+    )
+
+
+def test_bulk_load_builds_the_hierarchy_and_skips_known_instances(database_url: str) -> None:
+    index = Index(database_url)
+    try:
+        entries = [_entry(p, s, e, i) for p in range(3) for s in range(2) for e in range(2)
+                   for i in range(5)]
+        assert index.add_instances_bulk(entries, batch_size=7) == 120
+        assert index.add_instances_bulk(entries[:10]) == 10  # already there: skipped
+        stats = index.stats()
+        assert (stats.patients, stats.studies, stats.series, stats.instances) == (3, 6, 12, 120)
+    finally:
+        index.close()
