@@ -1,0 +1,264 @@
+"""What the benchmark measures on each peer, in order, with the expected counts checked.
+
+Layer: tool (pacs.bench). For an archive peer: a fresh server takes the data set over one
+association (store rate, disk per instance); a second fresh server takes it over four
+parallel associations, then answers C-FIND (five query shapes, by findscu and on one pynetdicom
+association), C-MOVE (one study; every study) to a storescp, and C-GET of one study. The
+receiving reference (storescp) only takes the two stores. Peak RSS is sampled throughout.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pacs.bench import clients
+from pacs.bench.dataset import BASE_DATE, SURNAMES, Manifest
+from pacs.bench.peers import Destination, Peer, Running
+from pacs.bench.procs import ProcessRegistry, RssSampler
+
+MB = 1_000_000
+
+
+@dataclass
+class Metric:
+    """One figure of one peer: its value (None when it failed), unit and what went wrong."""
+
+    value: float | None
+    unit: str
+    ok: bool = True
+    error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueryShape:
+    """A C-FIND the benchmark times: its identifier and how many matches it must return."""
+
+    name: str
+    description: str
+    query: clients.Query
+    expected: int
+
+
+@dataclass
+class Context:
+    """Everything a peer's measurement needs: data, folders, processes, limits."""
+
+    manifest: Manifest
+    data_folder: Path
+    work: Path
+    registry: ProcessRegistry
+    deadline: float
+    find_queries: int
+    destination: Destination | None
+    destination_received: Path | None
+    profile: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """The data set's files, in generation order."""
+        return [self.data_folder / name for name in self.manifest.files]
+
+    def timeout(self, base: float) -> float:
+        """`base` seconds, or what is left of the time limit if less."""
+        return max(0.0, min(base, self.deadline - time.monotonic()))
+
+    def bulk_timeout(self, instances: int) -> float:
+        """Time allowed for moving `instances` instances (≥ 5/s plus a minute)."""
+        return self.timeout(60 + instances * 0.2)
+
+
+def query_shapes(manifest: Manifest) -> list[QueryShape]:
+    """The five C-FIND shapes (Study Root) and their expected match counts."""
+    studies = manifest.studies
+    target = manifest.target_study
+    patient = target.patient_id
+    surname = SURNAMES[0]
+    date_range = f"{BASE_DATE:%Y%m%d}-{BASE_DATE + timedelta(days=9):%Y%m%d}"
+    series = target.series[0]
+    study_keys = [("StudyInstanceUID", ""), ("PatientName", ""), ("PatientID", ""),
+                  ("StudyDate", ""), ("StudyTime", ""), ("AccessionNumber", ""),
+                  ("StudyDescription", "")]
+
+    def replace(keys: clients.Query, **values: str) -> clients.Query:
+        return [(k, values.get(k, v)) for k, v in keys]
+
+    return [
+        QueryShape("study_by_patient_id", f"STUDY, PatientID={patient}",
+                   [("QueryRetrieveLevel", "STUDY"), *replace(study_keys, PatientID=patient)],
+                   sum(1 for s in studies if s.patient_id == patient)),
+        QueryShape("study_by_name_prefix", f"STUDY, PatientName={surname[:3]}*",
+                   [("QueryRetrieveLevel", "STUDY"),
+                    *replace(study_keys, PatientName=f"{surname[:3]}*")],
+                   sum(1 for s in studies if s.patient_name.startswith(surname[:3]))),
+        QueryShape("study_by_date_range", f"STUDY, StudyDate={date_range}",
+                   [("QueryRetrieveLevel", "STUDY"), *replace(study_keys, StudyDate=date_range)],
+                   sum(1 for s in studies if date_range[:8] <= s.date <= date_range[9:])),
+        QueryShape("series_of_study", "SERIES, StudyInstanceUID, Modality=CT",
+                   [("QueryRetrieveLevel", "SERIES"), ("StudyInstanceUID", target.uid),
+                    ("SeriesInstanceUID", ""), ("Modality", "CT"), ("SeriesNumber", ""),
+                    ("SeriesDescription", "")],
+                   len(target.series)),
+        QueryShape("instances_of_series", "IMAGE, StudyInstanceUID, SeriesInstanceUID",
+                   [("QueryRetrieveLevel", "IMAGE"), ("StudyInstanceUID", target.uid),
+                    ("SeriesInstanceUID", series.uid), ("SOPInstanceUID", ""),
+                    ("SOPClassUID", ""), ("InstanceNumber", "")],
+                   len(series.instances)),
+    ]
+
+
+def _count_check(outcome: clients.Outcome, expected: int) -> str | None:
+    if outcome.count != expected:
+        reason = f"; {outcome.error}" if outcome.error else ""
+        return f"failed: expected counts not returned (got {outcome.count} of {expected}{reason})"
+    if outcome.error:
+        return f"failed: {outcome.error}"
+    return None
+
+
+def rate_metrics(outcome: clients.Outcome, expected: int, total_bytes: int | None) -> dict[
+        str, Metric]:
+    """instances/s (and MB/s when `total_bytes` is given) or failures, from one operation."""
+    error = _count_check(outcome, expected)
+    detail = {"seconds": round(outcome.seconds, 3), "count": outcome.count,
+              "expected": expected}
+    rate = expected / outcome.seconds if outcome.seconds > 0 else None
+    result = {"rate": Metric(None if error else rate, "instances/s", error is None, error,
+                             detail)}
+    if total_bytes is not None:
+        mbps = total_bytes / MB / outcome.seconds if outcome.seconds > 0 else None
+        result["mbps"] = Metric(None if error else mbps, "MB/s", error is None, error, detail)
+    return result
+
+
+def latency_metric(outcome: clients.Outcome, expected: int) -> Metric:
+    """Median and p95 of per-query seconds, in ms; a failure when counts or statuses differ."""
+    error = _count_check(outcome, expected)
+    if not outcome.samples:
+        return Metric(None, "ms", False, error or "no query ran")
+    samples = sorted(outcome.samples)
+    p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
+    detail = {"median_ms": statistics.median(samples) * 1000, "p95_ms": p95 * 1000,
+              "queries": len(samples), "count": outcome.count, "expected": expected}
+    return Metric(None if error else detail["median_ms"], "ms", error is None, error, detail)
+
+
+def _skipped(unit: str, reason: str = "skipped: time limit reached") -> Metric:
+    return Metric(None, unit, False, reason)
+
+
+def measure_store(peer: Peer, ctx: Context, associations: int, folder: Path,
+                  results: dict[str, Metric], keep: bool = False,
+                  ) -> tuple[Running | None, RssSampler | None]:
+    """Start a fresh server in `folder`, push the data set over `associations`; record."""
+    key = f"store_{associations}"
+    if ctx.timeout(1) <= 0:
+        results[f"{key}_rate"] = _skipped("instances/s")
+        results[f"{key}_mbps"] = _skipped("MB/s")
+        return None, None
+    running = peer.start(folder, ctx.registry, ctx.destination)
+    sampler = RssSampler(running.process.pid)
+    manifest = ctx.manifest
+    try:
+        outcome = clients.store(("127.0.0.1", running.port), peer.ae_title, ctx.files,
+                                associations, ctx.bulk_timeout(manifest.instances))
+        for name, metric in rate_metrics(outcome, manifest.instances,
+                                         manifest.total_bytes).items():
+            results[f"{key}_{name}"] = metric
+        if associations == 1:
+            per_instance = peer.disk_bytes(running) / max(1, manifest.instances)
+            results["disk_bytes_per_instance"] = Metric(per_instance, "bytes")
+    except BaseException:
+        sampler.stop()
+        peer.stop(running, ctx.registry)
+        raise
+    if keep:
+        return running, sampler
+    _finish(peer, running, sampler, ctx, results)
+    return None, None
+
+
+def _finish(peer: Peer, running: Running, sampler: RssSampler, ctx: Context,
+            results: dict[str, Metric]) -> None:
+    peak = sampler.stop()
+    previous = results.get("peak_rss_mb")
+    value = max(peak / MB, previous.value if previous and previous.value else 0.0)
+    results["peak_rss_mb"] = Metric(value, "MB")
+    peer.stop(running, ctx.registry)
+    for path in running.data_paths:  # what the server stored; its logs stay
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def measure_queries_and_retrieves(peer: Peer, running: Running, ctx: Context,
+                                  results: dict[str, Metric]) -> None:
+    """C-FIND (both client styles), C-MOVE of one study and of all, C-GET of one study."""
+    address = ("127.0.0.1", running.port)
+    manifest = ctx.manifest
+    for shape in query_shapes(manifest):
+        for style, function in (("findscu", clients.find_processes),
+                                ("assoc", clients.find_one_association)):
+            key = f"find_{style}_{shape.name}"
+            if ctx.timeout(1) <= 0:
+                results[key] = _skipped("ms")
+                continue
+            deadline = time.monotonic() + ctx.timeout(120)
+            outcome = function(address, peer.ae_title, shape.query, ctx.find_queries, deadline)
+            results[key] = latency_metric(outcome, shape.expected)
+    if ctx.destination is None or ctx.destination_received is None:
+        for key in ("move_study_rate", "move_all_rate"):
+            results[key] = _skipped("instances/s", "skipped: no storescp for a destination")
+    else:
+        queries = clients.write_move_queries(running.folder / "move-queries",
+                                             [study.uid for study in manifest.studies])
+        target_index = manifest.studies.index(manifest.target_study)
+        target = manifest.target_study
+        for key, files, expected in (("move_study", [queries[target_index]],
+                                      target.instance_count),
+                                     ("move_all", queries, manifest.instances)):
+            if ctx.timeout(1) <= 0:
+                results[f"{key}_rate"] = _skipped("instances/s")
+                continue
+            outcome = clients.move(address, peer.ae_title, ctx.destination.ae_title, files,
+                                   ctx.destination_received, ctx.bulk_timeout(expected))
+            results[f"{key}_rate"] = rate_metrics(outcome, expected, None)["rate"]
+    if ctx.timeout(1) <= 0:
+        results["get_study_rate"] = _skipped("instances/s")
+        return
+    target = manifest.target_study
+    outcome = clients.get(address, peer.ae_title, target.uid, running.folder / "get-received",
+                          ctx.bulk_timeout(target.instance_count))
+    results["get_study_rate"] = rate_metrics(outcome, target.instance_count, None)["rate"]
+
+
+def measure_peer(peer: Peer, ctx: Context, results: dict[str, Metric]) -> None:
+    """Every measurement of one peer into `results`, each server fresh; servers stopped after.
+
+    `results` keeps what was measured even when a later step raises.
+    """
+    folder = ctx.work / peer.name
+    shutil.rmtree(folder, ignore_errors=True)  # a reused --workdir: start empty
+    measure_store(peer, ctx, 1, folder / "run1", results)
+    if not peer.archive:
+        measure_store(peer, ctx, 4, folder / "run4", results)
+        return
+    running, sampler = measure_store(peer, ctx, 4, folder / "run4", results, keep=True)
+    if running is not None and sampler is not None:
+        try:
+            measure_queries_and_retrieves(peer, running, ctx, results)
+        finally:
+            _finish(peer, running, sampler, ctx, results)
+
+
+def metrics_as_json(results: dict[str, Metric]) -> dict[str, Any]:
+    """Plain dictionaries for the JSON report."""
+    return {key: asdict(metric) for key, metric in results.items()}

@@ -1,0 +1,222 @@
+"""The benchmark's report: machine and versions, a Markdown table of absolute figures, ratios
+against a baseline peer and against the storescp receiving limit, failures, and the JSON.
+
+Layer: tool (pacs.bench); standard library only (plus package metadata for versions).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import sqlite3
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pacs.bench.peers import tool_version
+
+FIND_SHAPES = ("study_by_patient_id", "study_by_name_prefix", "study_by_date_range",
+               "series_of_study", "instances_of_series")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A line of the table: metric key, label, and whether more is better."""
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+    latency: bool = False
+
+
+ROWS: tuple[Row, ...] = (
+    Row("store_1_rate", "C-STORE, 1 association (instances/s)"),
+    Row("store_1_mbps", "C-STORE, 1 association (MB/s)"),
+    Row("store_4_rate", "C-STORE, 4 associations (instances/s)"),
+    Row("store_4_mbps", "C-STORE, 4 associations (MB/s)"),
+    Row("move_study_rate", "C-MOVE one study → storescp (instances/s)"),
+    Row("move_all_rate", "C-MOVE every study, 1 association (instances/s)"),
+    Row("get_study_rate", "C-GET one study (instances/s)"),
+    *(Row(f"find_findscu_{shape}", f"C-FIND {shape}, findscu per query (ms, median / p95)",
+          False, True) for shape in FIND_SHAPES),
+    *(Row(f"find_assoc_{shape}", f"C-FIND {shape}, one association (ms, median / p95)",
+          False, True) for shape in FIND_SHAPES),
+    Row("peak_rss_mb", "server peak RSS (MB)", False),
+    Row("disk_bytes_per_instance", "disk bytes per instance (files + index)", False),
+)
+
+
+def machine() -> dict[str, Any]:
+    """Date, architecture, CPU model, cores, memory and OS of this machine."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = 0
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        pass
+    os_name = ""
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "arch": platform.machine(), "kernel": platform.release(), "os": os_name,
+        "cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Exact versions of the clients, the peers and minipacs's libraries."""
+    result = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
+    for package in ("minipacs", "pynetdicom", "pydicom", "peewee"):
+        try:
+            result[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            result[package] = "not installed"
+    dcmtk = tool_version(["storescu", "--version"])
+    match = re.search(r"v(\d[\w.]*)\s+(\S+)", dcmtk)
+    result["dcmtk"] = f"{match.group(1)} ({match.group(2)})" if match else dcmtk or "absent"
+    result["orthanc"] = tool_version(["Orthanc", "--version"]) or "Orthanc absent"
+    return result
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(metric: dict[str, Any] | None, row: Row) -> str:
+    if metric is None:
+        return "–"
+    if not metric["ok"]:
+        return "skipped" if str(metric.get("error", "")).startswith("skipped") else "**failed**"
+    if row.latency:
+        detail = metric["detail"]
+        return f"{_number(detail['median_ms'])} / {_number(detail['p95_ms'])}"
+    return _number(metric["value"])
+
+
+def choose_baseline(peers: dict[str, Any], requested: str | None = None) -> str | None:
+    """The baseline peer: the one asked for, else Orthanc, else dcmqrscp, when it ran."""
+    candidates = [requested] if requested else ["orthanc", "dcmqrscp"]
+    for name in candidates:
+        if name and peers.get(name, {}).get("metrics"):
+            return name
+    return None
+
+
+def ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """peer value / baseline value for every row both have (latency: medians)."""
+    peers, baseline = report["peers"], report.get("baseline")
+    if not baseline:
+        return {}
+    base = peers[baseline]["metrics"]
+    result: dict[str, dict[str, float]] = {}
+    for name, peer in peers.items():
+        values: dict[str, float] = {}
+        for row in ROWS:
+            mine, theirs = peer.get("metrics", {}).get(row.key), base.get(row.key)
+            if mine and theirs and mine["ok"] and theirs["ok"] and theirs["value"]:
+                values[row.key] = mine["value"] / theirs["value"]
+        result[name] = values
+    return result
+
+
+def limit_ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each peer's store rate / storescp's (the receiving limit), over 1 and 4 associations."""
+    limit = report["peers"].get("storescp", {}).get("metrics", {})
+    result: dict[str, dict[str, float]] = {}
+    for name, peer in report["peers"].items():
+        values = {}
+        for key in ("store_1_rate", "store_4_rate"):
+            mine, theirs = peer.get("metrics", {}).get(key), limit.get(key)
+            if mine and theirs and mine["ok"] and theirs["ok"] and theirs["value"]:
+                values[key] = mine["value"] / theirs["value"]
+        result[name] = values
+    return result
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The whole report as Markdown: header, absolute table, ratio tables, notes."""
+    meta, peers = report["meta"], report["peers"]
+    ran = [name for name, peer in peers.items() if peer.get("metrics")]
+    m, v = meta["machine"], meta["versions"]
+    lines = [
+        f"### minipacs benchmark — {m['date']}",
+        "",
+        f"Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"{m['os']} (kernel {m['kernel']}).  ",
+        f"Versions: DCMTK {v['dcmtk']}; {v['orthanc']}; pynetdicom {v['pynetdicom']}, "
+        f"pydicom {v['pydicom']}, peewee {v['peewee']}, Python {v['python']}, "
+        f"SQLite {v['sqlite']}"
+        + (f", PostgreSQL {v['postgresql']}" if v.get("postgresql") else "") + ".  ",
+        f"Data: {meta['dataset']['instances']} CT instances "
+        f"{meta['dataset']['rows']}×{meta['dataset']['columns']} 16-bit "
+        f"({meta['dataset']['total_bytes'] / 1e6:.0f} MB) over {meta['dataset']['patients']} "
+        f"patients / {meta['dataset']['studies']} studies; C-FIND: "
+        f"{meta['options']['find_queries']} queries per shape and client; "
+        f"clients: DCMTK with TCP_NODELAY=1, pynetdicom SCU for one-association C-FIND.  ",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
+    if not ran:
+        return "\n".join([*lines, "No peer ran.", *_absent(peers)])
+    lines += ["| | " + " | ".join(ran) + " |", "|---|" + "---:|" * len(ran)]
+    for row in ROWS:
+        cells = [_cell(peers[name]["metrics"].get(row.key), row) for name in ran]
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    baseline = report.get("baseline")
+    ratio = report.get("ratios", {})
+    others = [name for name in ran if name != baseline]
+    if baseline and others:
+        lines += ["", f"Ratios against **{baseline}** (throughput: > 1 is faster; latency, RSS, "
+                      "disk: < 1 is better; C-FIND by median):", "",
+                  "| | " + " | ".join(others) + " |", "|---|" + "---:|" * len(others)]
+        for row in ROWS:
+            cells = [f"{ratio[name][row.key]:.2f}×" if row.key in ratio.get(name, {}) else "–"
+                     for name in others]
+            if any(cell != "–" for cell in cells):
+                lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    limits = report.get("limit_ratios", {})
+    archives = [name for name in ran if name != "storescp" and limits.get(name)]
+    if archives:
+        lines += ["", "Store rate against the **storescp** receiving limit:", "",
+                  "| | " + " | ".join(archives) + " |", "|---|" + "---:|" * len(archives)]
+        for key, label in (("store_1_rate", "C-STORE, 1 association"),
+                           ("store_4_rate", "C-STORE, 4 associations")):
+            cells = [f"{limits[name][key]:.2f}×" if key in limits[name] else "–"
+                     for name in archives]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Server settings: " + "; ".join(
+        f"{name}: {peers[name].get('config', {}).get('args', '')}" for name in ran) + "."]
+    failures = [f"- {name} `{key}`: {metric['error']}"
+                for name in ran for key, metric in peers[name]["metrics"].items()
+                if not metric["ok"]]
+    if failures:
+        lines += ["", "Failures (a failed figure is not a measurement):", *failures]
+    lines += _absent(peers)
+    return "\n".join(lines) + "\n"
+
+
+def _absent(peers: dict[str, Any]) -> list[str]:
+    missing = [f"- {name}: {peer['absent']}" for name, peer in peers.items() if peer.get("absent")]
+    return ["", "Peers not measured:", *missing] if missing else []
