@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, build_role, evt
 
 from pacs.encoding import read_layout
 from pacs.index import InstanceRecord
-from pacs.levels import PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE
+from pacs.levels import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from pacs.server import RunningServer
 from pacs.services import Services
 from tests.dcmtk import dcmtk_env, require_tool
@@ -83,6 +84,19 @@ def stored_data_set(services: Services, sop_instance_uid: str) -> bytes:
     assert record is not None
     path = services.archive.absolute(record.file_path)
     return path.read_bytes()[read_layout(path).dataset_offset:]
+
+
+def assert_same_instance(services: Services, received: Path) -> None:
+    """A received Part 10 file holds the archived data set: equal decoded, and equal bytes
+    when it came in the stored transfer syntax."""
+    layout = read_layout(received)
+    record = services.index.get_instance(layout.media_sop_instance_uid)
+    assert record is not None, received
+    stored = services.archive.absolute(record.file_path)
+    assert pydicom.dcmread(received) == pydicom.dcmread(stored)
+    if layout.transfer_syntax == read_layout(stored).transfer_syntax:
+        assert (received.read_bytes()[layout.dataset_offset:]
+                == stored_data_set(services, layout.media_sop_instance_uid))
 
 
 def file_data_sets(folder: Path) -> dict[str, bytes]:
@@ -175,8 +189,11 @@ class Receiver:
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, list(self.transfer_syntaxes))
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ESTABLISHED, self._on_open)]
-        self.server = self.ae.start_server(("127.0.0.1", 0), block=False,
-                                           evt_handlers=handlers)
+        self.server = self.ae.make_server(("127.0.0.1", 0), evt_handlers=handlers)
+        # A short poll interval: shutdown() waits for the serving loop to notice.
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
+        self.ae._servers.append(self.server)
         self.port = int(self.server.server_address[1])
 
     def _on_open(self, event: Any) -> None:
@@ -190,7 +207,7 @@ class Receiver:
         with self._lock:
             self.received.append(Received(
                 str(request.AffectedSOPInstanceUID), str(event.context.transfer_syntax),
-                event.request.DataSet.getvalue(),
+                _received_bytes(event),
                 request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID,
             ))
             count = len(self.received)
@@ -242,7 +259,7 @@ def response(status: Dataset, identifier: Dataset | None) -> Response:
         status.get("NumberOfWarningSuboperations"),
         failed_uids,
         status.get("ErrorComment"),
-        list(status.OffendingElement) if "OffendingElement" in status else None,
+        _tags(status.OffendingElement) if "OffendingElement" in status else None,
     )
 
 
@@ -323,3 +340,59 @@ def fixture_receiver() -> Iterator[Callable[..., Receiver]]:
     for receiver in started:
         receiver.stop()
 
+
+
+def _received_bytes(event: Any) -> bytes:
+    # The server module makes pynetdicom receive data sets into files, for every AE in process.
+    if _config.STORE_RECV_CHUNKED_DATASET:
+        path = Path(event.dataset_path)
+        return path.read_bytes()[read_layout(path).dataset_offset:]
+    return bytes(event.encoded_dataset(include_meta=False))
+
+
+def _tags(value: Any) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, MultiValue | list) else [int(value)]
+
+
+GET_MODELS = {PATIENT_ROOT: PATIENT_ROOT_GET, STUDY_ROOT: STUDY_ROOT_GET}
+
+
+def get(server: RunningServer, query: Dataset, contexts: dict[str, tuple[str, ...]],
+        model: str = STUDY_ROOT, roles: bool = True, delay: float = 0.0,
+        cancel_after: int | None = None) -> tuple[list[Response], list[Received]]:
+    """C-GET with a pynetdicom SCU proposing `contexts` (SOP class -> syntaxes, one context per
+    syntax), with SCP role selection unless `roles` is False; every response and C-STORE."""
+    received: list[Received] = []
+
+    def on_store(event: Any) -> int:
+        if delay:
+            time.sleep(delay)
+        received.append(Received(str(event.request.AffectedSOPInstanceUID),
+                                 str(event.context.transfer_syntax), _received_bytes(event),
+                                 event.request.MoveOriginatorApplicationEntityTitle,
+                                 event.request.MoveOriginatorMessageID))
+        return 0x0000
+
+    ae = AE(ae_title="GETSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(GET_MODELS[model])
+    for sop_class, syntaxes in contexts.items():
+        for syntax in syntaxes:
+            ae.add_requested_context(sop_class, [syntax])
+    negotiation = [build_role(sop_class, scp_role=True) for sop_class in contexts] if roles else []
+    host, port = server.address
+    association = ae.associate(host, port, ae_title="MINIPACS", ext_neg=negotiation,
+                               evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert association.is_established
+    responses: list[Response] = []
+    try:
+        for status, found in association.send_c_get(query, GET_MODELS[model], msg_id=11):
+            assert status, "no response from the server"
+            responses.append(response(status, found))
+            pending = [r for r in responses if r.status == 0xFF00]
+            if cancel_after is not None and len(pending) == cancel_after:
+                context = association._get_valid_context(GET_MODELS[model], "", "scu")
+                association.send_c_cancel(11, context.context_id)
+    finally:
+        association.release()
+    return responses, received
