@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from pacs.bench.peers import CALLING_AE
-from pacs.bench.procs import ClientResult, count_files, dcmtk_env, run_client
+from pacs.bench.procs import (
+    ClientResult,
+    count_files,
+    dcmtk_env,
+    run_client,
+    run_clients_parallel,
+)
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -69,10 +74,8 @@ def store(host_port: tuple[str, int], called_ae: str, files: list[Path], associa
     base = ["storescu", "-v", "-aet", CALLING_AE, "-aec", called_ae, *_DCMTK_TIMEOUTS,
             host, str(port)]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
-        results = list(pool.map(
-            lambda chunk: run_client([*base, *map(str, chunk)], timeout, env=dcmtk_env()),
-            chunks))
+    results = run_clients_parallel([[*base, *map(str, chunk)] for chunk in chunks], timeout,
+                                   env=dcmtk_env())
     seconds = time.perf_counter() - start
     count = sum(len(_STORE_OK.findall(result.output)) for result in results)
     failures = [_describe_failure(r) for r in results if r.returncode != 0 or r.timed_out]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -79,6 +80,7 @@ def run(arguments: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     started = time.monotonic()
+    load = os.getloadavg()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = arguments.json or Path("bench-results") / f"bench-{stamp}.json"
     temporary = arguments.workdir is None
@@ -99,7 +101,7 @@ def run(arguments: argparse.Namespace) -> int:
         variant = "small" if arguments.small else "ct"
         data_folder = work / f"data-{arguments.instances}-{variant}"
         manifest = generate(data_folder, arguments.instances, arguments.small)
-        report["meta"] = _meta(arguments, manifest, databases)
+        report["meta"] = _meta(arguments, manifest, databases, load)
         destination = None
         destination_received = None
         dest_peer = StorescpPeer("benchdest", DESTINATION_AE)
@@ -171,7 +173,8 @@ def _profile(peers: list[Peer], ctx: Context, out: Path, report: dict[str, Any])
             report["profile"][peer.name] = profile_store(peer, ctx, out / "profiles")
 
 
-def _meta(arguments: argparse.Namespace, manifest: Any, databases: list[str]) -> dict[str, Any]:
+def _meta(arguments: argparse.Namespace, manifest: Any, databases: list[str],
+          load: tuple[float, float, float]) -> dict[str, Any]:
     versions = reporting.versions()
     postgres = [d for d in databases if d != "sqlite"]
     if postgres:
@@ -179,8 +182,10 @@ def _meta(arguments: argparse.Namespace, manifest: Any, databases: list[str]) ->
             versions["postgresql"] = Databases.version(postgres[0])
         except Exception as exc:  # noqa: BLE001
             versions["postgresql"] = f"unknown ({exc})"
+    machine = reporting.machine()
+    machine["load_average_at_start"] = [round(x, 2) for x in load]
     return {
-        "machine": reporting.machine(),
+        "machine": machine,
         "versions": versions,
         "command": "scripts/bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "options": {"instances": arguments.instances, "small": arguments.small,

@@ -137,6 +137,44 @@ def run_client(command: Sequence[str], timeout: float, env: dict[str, str] | Non
                         err.decode(errors="replace"), seconds, timed_out)
 
 
+def run_clients_parallel(commands: Sequence[Sequence[str]], timeout: float,
+                         env: dict[str, str] | None = None) -> list[ClientResult]:
+    """Run clients at once, all bounded by `timeout`; on timeout or Ctrl-C all are killed."""
+    start = time.perf_counter()
+    processes = [subprocess.Popen(list(command), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env, start_new_session=True)
+                 for command in commands]
+    outputs: list[tuple[bytes, bytes, float]] = [(b"", b"", 0.0)] * len(processes)
+
+    def drain(index: int) -> None:
+        out, err = processes[index].communicate()
+        outputs[index] = (out, err, time.perf_counter() - start)
+
+    threads = [threading.Thread(target=drain, args=(i,), daemon=True)
+               for i in range(len(processes))]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = start + max(timeout, 0.1)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.perf_counter()))
+        timed_out = [thread.is_alive() for thread in threads]
+        if any(timed_out):
+            for process in processes:
+                _kill_group(process, 0.0)
+            for thread in threads:
+                thread.join(10)
+    except BaseException:
+        for process in processes:
+            _kill_group(process, 0.0)
+        raise
+    return [ClientResult(process.returncode if process.returncode is not None else -9,
+                         out.decode(errors="replace"), err.decode(errors="replace"),
+                         seconds or time.perf_counter() - start, late)
+            for process, (out, err, seconds), late in zip(processes, outputs, timed_out,
+                                                          strict=True)]
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     try:

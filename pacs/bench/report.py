@@ -77,6 +77,7 @@ def machine() -> dict[str, Any]:
         "arch": platform.machine(), "kernel": platform.release(), "os": os_name,
         "cpu": cpu or platform.processor(), "cores": os.cpu_count(),
         "memory_gib": round(memory / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -163,7 +164,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"### minipacs benchmark — {m['date']}",
         "",
         f"Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"{m['os']} (kernel {m['kernel']}).  ",
+        f"{m['os']} (kernel {m['kernel']}); load average at start "
+        f"{m['load_average_at_start'][0]}.  ",
         f"Versions: DCMTK {v['dcmtk']}; {v['orthanc']}; pynetdicom {v['pynetdicom']}, "
         f"pydicom {v['pydicom']}, peewee {v['peewee']}, Python {v['python']}, "
         f"SQLite {v['sqlite']}"
