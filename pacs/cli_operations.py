@@ -71,7 +71,11 @@ def _progress(total: int) -> Callable[[int], None] | None:
     if not sys.stderr.isatty() or total == 0:
         return None
 
+    step = max(1, total // 500)  # redraw at most ~500 times, whatever the archive's size
+
     def show(done: int) -> None:
+        if done % step and done < total:
+            return
         filled = 40 * min(done, total) // total
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (40 - filled)}] {done}/{total}")
         if done >= total:

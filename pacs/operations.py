@@ -175,7 +175,7 @@ def adopt(archive: Archive, index: Index, relative: str, apply: bool,
         source_ae=source_ae,
         received_at=datetime.fromtimestamp(archive.absolute(canonical).stat().st_mtime, UTC),
     )
-    moved = f"moved from {relative}" if relative != canonical else "in place"
+    moved = f"re-indexed, moved from {relative}" if relative != canonical else "re-indexed"
     return Adoption("ready", moved, entry, existing)
 
 
@@ -195,6 +195,19 @@ def _transaction_lock(lock_path: Path, create: bool) -> Iterator[bool]:
         yield True
     finally:
         os.close(descriptor)
+
+
+def _remove_stray_lock(lock: Path) -> None:
+    """A lock file whose folder is gone (a crash between the two): removed once a minute old,
+    so a delete that has just created it, before its folder, is never robbed of it."""
+    try:
+        if time.time() - lock.stat().st_mtime < _STRAY_LOCK_AGE:
+            return
+    except FileNotFoundError:
+        return
+    with _transaction_lock(lock, create=False) as mine:
+        if mine:
+            lock.unlink(missing_ok=True)
 
 
 def _manifest(folder: Path) -> list[tuple[str, str]]:
@@ -239,16 +252,8 @@ def recover_deletes(archive: Archive, index: Index, apply: bool = True,
     found = 0
     for entry in sorted(root.iterdir()):
         lock = entry.with_name(entry.name + ".lock")
-        if entry.suffix == ".lock":
-            try:
-                stray = time.time() - entry.stat().st_mtime > _STRAY_LOCK_AGE
-            except FileNotFoundError:
-                continue
-            if apply and stray and not entry.with_suffix("").exists():
-                with _transaction_lock(entry, create=False) as mine:
-                    if mine:
-                        entry.unlink(missing_ok=True)
-            continue
+        if entry.suffix == ".lock" and apply and not entry.with_suffix("").exists():
+            _remove_stray_lock(entry)
         if not entry.is_dir():
             continue
         with _transaction_lock(lock, create=False) as mine:
@@ -265,22 +270,28 @@ def recover_deletes(archive: Archive, index: Index, apply: bool = True,
             found += 1
             restored, dropped = _settle(archive, index, entry, apply)
             if apply:
-                shutil.rmtree(entry)
+                _purge(entry)
                 fsync_folder(root)
                 lock.unlink(missing_ok=True)
                 log.warning("finished interrupted delete %s: %d files restored, %d removed",
                             entry.name, restored, dropped)
             if on_problem:
-                verb = ("restored %d files (it had not committed), removed %d" if apply else
-                        "--repair restores %d files (not committed), removes %d")
+                verb = ("put back %d files whose rows remain, removed %d whose rows are gone"
+                        if apply else "--repair puts back %d files whose rows remain, removes "
+                        "%d whose rows are gone")
                 on_problem(Problem(INTERRUPTED_DELETE, str(entry.relative_to(archive.root)),
                                    detail=verb % (restored, dropped), repaired=apply))
     return found
 
 
-def _held_by_delete(archive: Archive, relative: str) -> bool:
-    root = trash_root(archive)
-    return root.is_dir() and any((d / "files" / relative).exists() for d in root.iterdir())
+def _purge(folder: Path) -> None:
+    """Remove a delete's trash folder: files first, the manifest last, so that a crash in
+    between never leaves files without the manifest that tells whose they are."""
+    if (folder / "files").exists():
+        shutil.rmtree(folder / "files")
+    for leftover in sorted(folder.iterdir(), key=lambda p: p.name == "manifest"):
+        leftover.unlink()
+    folder.rmdir()
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -353,10 +364,7 @@ def verify(
             current = index.get_instance(record.sop_instance_uid)
             if current is None or archive.exists(current.file_path):
                 continue  # deleted or re-stored meanwhile
-            if _held_by_delete(archive, record.file_path):
-                problem = Problem(MISSING_FILE, problem.path, problem.uid,
-                                  "held by an unfinished delete (see interrupted-delete)")
-            elif repair and forget_missing:
+            if repair and forget_missing:
                 index.delete_instances([record.sop_instance_uid])
                 log.warning("forgot %s: its file %s is gone", problem.uid, problem.path)
                 problem = Problem(MISSING_FILE, problem.path, problem.uid,
@@ -374,10 +382,7 @@ def _check_orphan(archive: Archive, index: Index, relative: str, repair: bool,
                   emit: Callable[[Problem], None], report: VerifyReport) -> None:
     adoption = adopt(archive, index, relative, apply=repair, source_ae="verify")
     previous = adoption.previous
-    if adoption.outcome == "vanished" or (
-        adoption.outcome == "indexed"
-        or (previous is not None and previous.file_path == relative)
-    ):
+    if adoption.outcome in ("vanished", "indexed") or (previous and previous.file_path == relative):
         return  # indexed (or removed) by someone else since the rows were read
     uid = previous.sop_instance_uid if previous else ""
     if adoption.entry is not None:
@@ -515,10 +520,10 @@ def delete(archive: Archive, index: Index, records: Sequence[InstanceRecord]) ->
             deleted = index.delete_instances([r.sop_instance_uid for r in records])
         except Exception:
             _settle(archive, index, folder, apply=True)  # not committed: put the files back
-            shutil.rmtree(folder)
+            _purge(folder)
             lock.unlink(missing_ok=True)
             raise
-        shutil.rmtree(folder)
+        _purge(folder)
         fsync_folder(root)
         lock.unlink(missing_ok=True)
     log.warning("deleted %d instances (%d files, %d already missing)", deleted, moved, missing)
