@@ -1,22 +1,131 @@
-"""C-FIND handler (issue #3 replaces this stub)."""
+"""C-FIND handler (PS3.4 C.4.1) and the C-FIND SOP Class Extended Negotiation (C.5.1.1).
+
+Layer: protocol. Event in -> identifier.parse_request -> matching.constraints ->
+query.FindQuery streamed -> one Pending response per match, checking for C-CANCEL between
+rows. A `DicomError` becomes its status; anything else is logged and answered 0xC000.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from pacs.handlers.common import status_dataset
+from pacs.handlers.common import error_dataset, peer, status_dataset
+from pacs.identifier import build_response, parse_request, response_keys
+from pacs.index import IndexUnavailable
+from pacs.levels import FIND_SOP_CLASSES, model_for_sop_class
+from pacs.matching import TIMEZONE_COLUMN, MatchOptions, constraints
+from pacs.query import Extra, FindQuery
 from pacs.services import Services
-from pacs.status import FindStatus
+from pacs.status import DicomError, FindStatus
+
+log = logging.getLogger("pacs.find")
+
+# Service-class-application-information bytes we accept (C.5.1.1.2): relational queries,
+# combined date-time matching, fuzzy semantic PN matching, timezone query adjustment.
+# Byte 5, Enhanced Multi-Frame Image Conversion, is always declined.
+_SUPPORTED_BYTES = 4
+_MAX_BYTES = 5
 
 
-def handle_find(event: Any, services: Services) -> Iterator[tuple[Dataset, Dataset | None]]:
-    """C-FIND: not implemented yet."""
-    yield status_dataset(FindStatus.UNABLE_TO_PROCESS, "C-FIND is not implemented yet"), None
+@dataclass(frozen=True)
+class Features:
+    """The C-FIND options accepted for one SOP class on one association."""
+
+    relational: bool = False
+    combined_datetime: bool = False
+    fuzzy_names: bool = False
+    timezone: bool = False
+
+    @classmethod
+    def from_bytes(cls, info: bytes | None) -> Features:
+        """The options a service-class-application-information field switches on."""
+        flags = [bool(b == 1) for b in (info or b"")[:_SUPPORTED_BYTES]]
+        flags += [False] * (_SUPPORTED_BYTES - len(flags))
+        return cls(*flags)
+
+
+def accepted_info(offered: bytes) -> bytes:
+    """Our answer to an offered field: the same length (at most 5), 1 where we agree."""
+    answer = bytes(1 if i < _SUPPORTED_BYTES and b == 1 else 0
+                   for i, b in enumerate(offered[:_MAX_BYTES]))
+    return answer or b"\x00"
 
 
 def handle_sop_extended(event: Any, services: Services) -> dict[str, bytes]:
-    """SOP Class Extended Negotiation (PS3.4 C.4.1.3.1): none accepted yet."""
-    return {}
+    """EVT_SOP_EXTENDED: answer the items of our C-FIND SOP classes; omit the others."""
+    answers = {}
+    for sop_class, info in (event.app_info or {}).items():
+        if str(sop_class) in FIND_SOP_CLASSES:
+            answers[sop_class] = accepted_info(bytes(info or b""))
+    return answers
+
+
+def negotiated(event: Any, sop_class: str) -> Features:
+    """The options we accepted for this SOP class when the association was negotiated."""
+    try:
+        accepted = event.assoc.acceptor.sop_class_extended
+    except AttributeError:
+        return Features()
+    return Features.from_bytes(accepted.get(sop_class))
+
+
+def handle_find(event: Any, services: Services) -> Iterator[tuple[Any, Dataset | None]]:
+    """EVT_C_FIND: yield (status, identifier) per match, then end (pynetdicom sends Success)."""
+    started = time.monotonic()
+    settings = services.settings
+    sop_class = str(event.context.abstract_syntax)
+    sent = 0
+    try:
+        model = model_for_sop_class(sop_class)
+        if model is None or sop_class not in FIND_SOP_CLASSES:
+            raise DicomError(FindStatus.UNABLE_TO_PROCESS, f"{sop_class} is not a C-FIND model")
+        features = negotiated(event, sop_class)
+        try:
+            identifier = event.identifier
+        except Exception as exc:  # pydicom raises many types for undecodable bytes
+            raise DicomError(FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                             f"identifier cannot be decoded: {exc}") from None
+        request = parse_request(identifier, model, relational=features.relational)
+        options = MatchOptions(
+            pn_case_insensitive=settings.pn_case_insensitive,
+            fuzzy_names=features.fuzzy_names,
+            combined_datetime=features.combined_datetime,
+            timezone=request.timezone if features.timezone else "",
+        )
+        extras = [Extra("TimezoneOffsetFromUTC", "STUDY", TIMEZONE_COLUMN)] \
+            if request.want_timezone and request.level != "PATIENT" else []
+        query = FindQuery(request.level, constraints(request.values, options),
+                          response_keys(request), extras)
+        cap = settings.max_find_results
+        if query.count(cap + 1) > cap:
+            raise DicomError(FindStatus.OUT_OF_RESOURCES,
+                             f"more than {cap} matches; narrow the query")
+        status = int(request.pending_status)
+        for row in query.rows():
+            if event.is_cancelled:
+                log.info("C-FIND from %s cancelled after %d matches", peer(event), sent)
+                yield status_dataset(FindStatus.CANCEL), None
+                return
+            yield status, build_response(request, row, settings.ae_title,
+                                         settings.pn_case_insensitive)
+            sent += 1
+    except DicomError as error:
+        log.warning("C-FIND from %s refused: %s", peer(event), error)
+        yield error_dataset(error), None
+        return
+    except IndexUnavailable as exc:
+        log.error("C-FIND from %s: %s", peer(event), exc)
+        yield status_dataset(FindStatus.OUT_OF_RESOURCES, "index unavailable"), None
+        return
+    except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC311
+        log.exception("C-FIND from %s failed", peer(event))
+        yield status_dataset(FindStatus.UNABLE_TO_PROCESS, "internal error while matching"), None
+        return
+    log.info("C-FIND from %s: %s %s, %d matches (%.1f ms)", peer(event), model.name,
+             request.level, sent, (time.monotonic() - started) * 1000)
