@@ -73,6 +73,11 @@ def run(arguments: argparse.Namespace) -> int:
     """Run the comparison; print Markdown, write JSON. Exit 0 when it completed."""
     names = [name.strip() for name in arguments.peers.split(",") if name.strip()]
     databases = [d.strip() for d in arguments.database.split(",") if d.strip()]
+    unknown = [name for name in names if name not in ALL_PEERS]
+    if unknown or not names:
+        print(f"bench: --peers: unknown {', '.join(unknown) or '(none given)'}; choose from "
+              f"{','.join(ALL_PEERS)}", file=sys.stderr)
+        return 2
     for database in databases:
         if database not in ("sqlite", "postgresql") and not database.startswith(
                 ("postgresql://", "postgres://")):
