@@ -41,6 +41,9 @@ from pacs.retrieve import AcceptedContext, ContextProposal, Endpoint
 log = logging.getLogger("pacs.retrieve")
 
 _PARK_TIMEOUT = 5.0
+# pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, once for the request
+# and once for the response of every C-STORE; while sub-operations run it may poll faster.
+_FAST_LOOP_DELAY = 0.0001
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,13 @@ class DestinationLink(StoreLink):
         self.assoc._reactor_checkpoint.set()
 
 
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    # server.py owns TLS settings; imported here, late, because server.py imports the handlers.
+    from pacs.server import tls_client_context
+
+    return tls_client_context(settings)
+
+
 def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destination_ae: str,
                      proposals: Sequence[ContextProposal]) -> tuple[DestinationLink | None, str]:
     """Associate with the first endpoint that accepts: our AE title, our maximum PDU,
@@ -192,7 +202,7 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
     reasons = []
     for endpoint in endpoints:
         where = f"{destination_ae}@{endpoint.host}:{endpoint.port}"
-        tls_args = (ssl.create_default_context(), endpoint.host) if endpoint.tls else None
+        tls_args = (_tls_context(settings), endpoint.host) if endpoint.tls else None
         try:
             assoc = ae.associate(endpoint.host, endpoint.port, contexts=contexts,
                                  ae_title=destination_ae, max_pdu=settings.max_pdu,
@@ -206,6 +216,7 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
                                            else "cannot connect"))
             continue
         set_no_delay(getattr(assoc.dul.socket, "socket", None))
+        assoc.dul._run_loop_delay = _FAST_LOOP_DELAY
         link = DestinationLink(assoc, settings.dimse_timeout, f"C-MOVE to {where}")
         if not park_reactor(assoc):
             link.close()
@@ -217,6 +228,15 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
 
 class RequesterLink(StoreLink):
     """The C-GET requester's own association: we run inside its reactor thread."""
+
+    def __init__(self, assoc: Any, timeout: float, description: str):
+        super().__init__(assoc, timeout, description)
+        self._loop_delay = assoc.dul._run_loop_delay
+        assoc.dul._run_loop_delay = _FAST_LOOP_DELAY
+
+    def close(self) -> None:
+        """Back to the DUL's idle polling."""
+        self.assoc.dul._run_loop_delay = self._loop_delay
 
     def _lost(self, reason: str) -> None:
         # Aborting the requester's association from its own handler must not block.

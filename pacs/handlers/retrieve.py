@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import encode
 
-from pacs.handlers.common import calling_ae, peer
+from pacs.handlers.common import calling_ae, peer, record_operation, require_permission
 from pacs.handlers.move_destination import (
     Originator,
     RequesterLink,
@@ -70,6 +70,8 @@ class Responder:
         self.context_id = int(event.context.context_id)
         self.transfer_syntax = event.context.transfer_syntax
         self.finished = False
+        self.status: int = RetrieveStatus.UNABLE_TO_PROCESS
+        self.fields: dict[str, Any] = {}
         dimse = self.assoc.dimse
         # A drop left over from an earlier request whose trailing response never came.
         vars(dimse).pop("send_msg", None)
@@ -116,6 +118,9 @@ class Responder:
             response.OffendingElement = [offending_element]
         self._send(response, self.context_id)
         self.finished = True
+        self.status = int(status)
+        if comment:
+            self.fields["error"] = comment
         if self.requester_present():
             self.assoc.dimse.send_msg = self._drop_trailing_response
 
@@ -180,6 +185,8 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
                  stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
     result = link.store(delivery.context, uid, data_set, priority, originator)
     outcome = store_outcome(result.status, decompressed)
+    if outcome is not Outcome.FAILED:
+        services.metrics.add_bytes("sent", len(data_set))
     if outcome is not Outcome.COMPLETED:
         status = f"0x{result.status:04X}" if result.status is not None else result.detail
         log.warning("%s: %s %s (C-STORE %s)", link.description, uid, outcome.value, status)
@@ -226,20 +233,19 @@ def _run(event: Any, services: Services, responder: Responder, retrieval: Retrie
     responder.final(status, retrieval.counts(), retrieval.failed_uids)
 
 
-def _log_end(operation: str, event: Any, retrieval: Retrieval, started: float) -> None:
-    elapsed = time.monotonic() - started
-    log.info("%s from %s done: %d completed, %d warning, %d failed, %d remaining in %.2f s "
-             "(%.1f instances/s)", operation, peer(event), retrieval.completed,
-             retrieval.warning, retrieval.failed, retrieval.remaining, elapsed,
-             (retrieval.total - retrieval.remaining) / elapsed if elapsed > 0 else 0.0)
+def _counts_fields(retrieval: Retrieval) -> dict[str, int]:
+    return {"instances": retrieval.total, "completed": retrieval.completed,
+            "warning": retrieval.warning, "failed": retrieval.failed,
+            "remaining": retrieval.remaining}
 
 
 def _move(event: Any, services: Services, responder: Responder) -> None:
-    started = time.monotonic()
     settings = services.settings
     caller = calling_ae(event)
     destination_ae = str(event.request.MoveDestination or "").strip()
+    responder.fields["destination"] = destination_ae
     try:
+        require_permission(event, services, "move", RetrieveStatus.NOT_AUTHORIZED)
         endpoints = resolve_destination(settings, destination_ae, caller,
                                         str(event.assoc.requestor.address))
         request = _request(event, "C-MOVE")
@@ -248,6 +254,7 @@ def _move(event: Any, services: Services, responder: Responder) -> None:
         log.warning("C-MOVE from %s to %s refused: %s", peer(event), destination_ae, error)
         responder.error(error)
         return
+    responder.fields["level"] = request.level
     log.info("C-MOVE from %s to %s: %s, %d instances", peer(event), destination_ae,
              request.describe(), retrieval.total)
     originator = Originator(caller, int(event.request.MessageID))
@@ -257,18 +264,19 @@ def _move(event: Any, services: Services, responder: Responder) -> None:
 
     _run(event, services, responder, retrieval, plan_associations(retrieval.instances),
          open_link, originator)
-    _log_end("C-MOVE", event, retrieval, started)
+    responder.fields.update(_counts_fields(retrieval))
 
 
 def _get(event: Any, services: Services, responder: Responder) -> None:
-    started = time.monotonic()
     try:
+        require_permission(event, services, "get", RetrieveStatus.NOT_AUTHORIZED)
         request = _request(event, "C-GET")
         retrieval = Retrieval(find_instances(services.index, request))
     except DicomError as error:
         log.warning("C-GET from %s refused: %s", peer(event), error)
         responder.error(error)
         return
+    responder.fields["level"] = request.level
     log.info("C-GET from %s: %s, %d instances", peer(event), request.describe(),
              retrieval.total)
     link = RequesterLink(event.assoc, services.settings.dimse_timeout, f"C-GET by {peer(event)}")
@@ -278,11 +286,13 @@ def _get(event: Any, services: Services, responder: Responder) -> None:
 
     plans = [AssociationPlan([], list(retrieval.instances))] if retrieval.instances else []
     _run(event, services, responder, retrieval, plans, open_link, None)
-    _log_end("C-GET", event, retrieval, started)
+    responder.fields.update(_counts_fields(retrieval))
 
 
 def _guarded(operation: str, body: Any, event: Any, services: Services,
              responder: Responder) -> None:
+    """Run the operation, answer UNABLE_TO_PROCESS if it breaks, log and count it once."""
+    started = time.monotonic()
     try:
         body(event, services, responder)
     except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC5xx/0xC4xx
@@ -290,6 +300,9 @@ def _guarded(operation: str, body: Any, event: Any, services: Services,
         if not responder.finished and responder.requester_present():
             responder.final(RetrieveStatus.UNABLE_TO_PROCESS,
                             comment=f"internal error during {operation}")
+    if not responder.finished:
+        responder.fields["error"] = "requester went away"
+    record_operation(event, services, operation, responder.status, started, **responder.fields)
 
 
 def handle_move(event: Any, services: Services) -> Iterator[Any]:
