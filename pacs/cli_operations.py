@@ -96,12 +96,16 @@ def run_verify(services: Services, arguments: argparse.Namespace) -> int:
     if arguments.forget_missing and not arguments.repair:
         print("pacs: error: --forget-missing needs --repair", file=sys.stderr)
         return 2
-    report = verify(
-        services.archive, services.index,
-        checksums=not arguments.quick, repair=arguments.repair,
-        forget_missing=arguments.forget_missing, temp_age=arguments.temp_age,
-        on_problem=_print_problem,
-    )
+    try:
+        report = verify(
+            services.archive, services.index,
+            checksums=not arguments.quick, repair=arguments.repair,
+            forget_missing=arguments.forget_missing, temp_age=arguments.temp_age,
+            on_problem=_print_problem,
+        )
+    except OperationError as exc:
+        print(f"pacs: error: {exc}", file=sys.stderr)
+        return 1
     print(f"checked: {report.rows} index rows, {report.files} files"
           + (" (sizes only)" if arguments.quick else ""))
     if not report.found:

@@ -328,8 +328,12 @@ def verify(
 
     Repairs: interrupted deletes are finished, temp files older than `temp_age` seconds are
     removed, files without a row are re-indexed from their headers. Rows without a file are
-    removed only with `forget_missing` too; checksum mismatches are never touched.
+    removed only with `forget_missing` too (refused when the archive looks unmounted: no
+    files at all); checksum mismatches are never touched.
     """
+    if forget_missing and next(archive.iter_files(), None) is None and index.stats().instances:
+        raise OperationError("the archive holds no files but the index has rows: is the "
+                             "storage mounted? Nothing was forgotten")
     report = VerifyReport()
 
     def emit(problem: Problem) -> None:

@@ -101,11 +101,22 @@ def test_repair_keeps_a_row_without_file_unless_told_to_forget(
 def test_forgetting_the_last_instance_removes_its_parents(
     services: Services, tmp_path: Path
 ) -> None:
-    uid = _store(services, tmp_path)
+    _store(services, tmp_path, patient_id="STAYS")
+    uid = _store(services, tmp_path, patient_id="LONE")
     _path(services, uid).unlink()
     _verify(services, repair=True, forget_missing=True)
     stats = services.index.stats()
-    assert (stats.patients, stats.studies, stats.series, stats.instances) == (0, 0, 0, 0)
+    assert (stats.patients, stats.studies, stats.series, stats.instances) == (1, 1, 1, 1)
+
+
+def test_forget_missing_refuses_when_the_archive_looks_unmounted(
+    services: Services, tmp_path: Path
+) -> None:
+    uid = _store(services, tmp_path)
+    _path(services, uid).unlink()
+    with pytest.raises(OperationError, match="mounted"):
+        _verify(services, repair=True, forget_missing=True)
+    assert services.index.get_instance(uid) is not None
 
 
 def test_verify_reports_changed_bytes_and_repair_never_touches_them(

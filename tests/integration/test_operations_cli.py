@@ -14,7 +14,8 @@ import pytest
 
 from pacs.archive import trash_root
 from pacs.services import Services
-from tests.conftest import REPO
+from tests.conftest import REPO, ServerProcess
+from tests.dcmtk import dcmtk_env, require_tool
 from tests.factory import make_dataset, make_file, write_dataset
 
 
@@ -217,4 +218,24 @@ def test_sigkill_during_delete_leaves_all_or_nothing(
     assert all(opened.archive.exists(r.file_path) for r in rows)
     # Only a lock file younger than a minute may stay (it could be a delete just starting).
     assert all(p.suffix == ".lock" for p in trash_root(opened.archive).iterdir())
+    assert _pacs("verify", *common).returncode == 0
+
+
+# Reindex is documented as safe while the server stores: nothing stored meanwhile is lost.
+def test_reindex_while_the_server_stores_loses_nothing(
+    tmp_path: Path, database_url: str, server_process: Callable[..., ServerProcess]
+) -> None:
+    server = server_process()
+    common = ["--config", str(server.folder / "empty.toml"), "--storage", str(server.storage),
+              "--database", database_url]
+    _import(tmp_path, common, count=80, patient_id="BEFORE")
+    incoming = [make_file(tmp_path / "during", patient_id="DURING", instance=n)
+                for n in range(80)]
+    client = subprocess.Popen([require_tool("storescu"), "-aec", "MINIPACS", "127.0.0.1",
+                               str(server.port), *map(str, incoming)], env=dcmtk_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rebuilt = _pacs("reindex", *common)
+    assert client.wait(timeout=120) == 0
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "instances: 160" in _pacs("stats", *common).stdout
     assert _pacs("verify", *common).returncode == 0
