@@ -381,7 +381,8 @@ def sequence_matches(item: Dataset, stored: str, case_insensitive: bool) -> bool
 
 def _name_parts(name: str) -> list[str]:
     plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
-    return [part for part in re.split(r"[\^=,.\s'\-]+", plain.casefold()) if part]
+    plain = re.sub(r"['.\u2019]", "", plain.casefold())  # O'Brien is OBrien, Dr. is Dr
+    return [part for part in re.split(r"[\^=,\s\-]+", plain) if part]
 
 
 def _assign(wanted: list[re.Pattern[str]], parts: list[str]) -> bool:
@@ -392,7 +393,7 @@ def _assign(wanted: list[re.Pattern[str]], parts: list[str]) -> bool:
 
 
 def fuzzy_name_matches(stored: str, query: str, multi: bool = False) -> bool:
-    """Fuzzy semantic PN matching: case, accents, punctuation and component order ignored;
+    """Fuzzy semantic PN matching: case, accents, apostrophes and component order ignored;
     each part of the request (wildcards allowed) matches a different part of the name, in
     any component group. "smith^mary" matches "Smíth^Mary^^Dr" and "Mary^Smith"."""
     wanted = [_python_wildcard(part) for part in _name_parts(query) if set(part) != {"*"}]

@@ -26,7 +26,8 @@ from pacs.levels import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from pacs.schema import Instance, Patient, Series, Study
 from pacs.server import RunningServer, start_server
 from pacs.services import Services, open_services
-from tests.conftest import BACKENDS, test_settings
+from tests.conftest import BACKENDS
+from tests.conftest import test_settings as settings_for
 from tests.factory import MR_IMAGE_STORAGE, SECONDARY_CAPTURE, code_sequence, make_dataset, uid
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -171,7 +172,7 @@ def module_server(populate: Callable[[Services, Path], None]) -> Any:
             url = f"sqlite:///{folder}/index.sqlite"
         else:
             url = request.getfixturevalue("postgres_server").new_database()
-        services = open_services(test_settings(folder / "archive", url))
+        services = open_services(settings_for(folder / "archive", url))
         populate(services, folder / "in")
         running = start_server(services)
         yield running

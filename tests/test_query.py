@@ -1,0 +1,125 @@
+"""query.py: predicates to SQL with bound values, counts, and matches read from a cursor,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pacs.query
+from pacs.levels import DERIVED, STUDY_ROOT, find_key
+from pacs.matching import Col, Compare, Like, MatchOptions, QueryValue, constraints
+from pacs.query import FindQuery
+from pacs.services import Services, open_services
+from tests.conftest import BACKENDS
+from tests.conftest import test_settings as settings_for
+from tests.factory import make_dataset
+from tests.integration.test_find_support import bulk_index
+
+INSTANCES = 1200
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def indexed(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """An index of 1,200 instances: 3 patients, 6 studies, 12 series (no files)."""
+    folder: Path = tmp_path_factory.mktemp("query")
+    url = f"sqlite:///{folder}/index.sqlite" if request.param == "sqlite" else \
+        request.getfixturevalue("postgres_server").new_database()
+    services = open_services(settings_for(folder / "archive", url))
+
+    def datasets() -> Iterator[Any]:
+        for number in range(INSTANCES):
+            patient = number % 3
+            yield make_dataset(patient_id=f"Q{patient}", patient_name=f"Quote'{patient}^%_",
+                               study=f"S{number % 6}", series=f"E{number % 12}",
+                               instance=number, modality=("CT", "MR")[number % 2])
+
+    bulk_index(services, datasets())
+    yield services
+    services.close()
+
+
+def key(keyword: str):  # noqa: ANN201 - a levels.Key
+    from pydicom.datadict import tag_for_keyword
+
+    found = find_key(STUDY_ROOT, tag_for_keyword(keyword))
+    assert found is not None
+    return found
+
+
+# DESIGN rule 5: matches come from a cursor in batches, never a list of everything.
+def test_rows_are_read_from_a_cursor_in_batches(indexed: Services,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched: list[int] = []
+    original = pacs.query._cursor
+
+    @contextmanager
+    def counting(sql: str, params: Any) -> Iterator[Any]:
+        with original(sql, params) as cursor:
+            class Counting:
+                def fetchmany(self, size: int) -> list[Any]:
+                    rows = cursor.fetchmany(size)
+                    fetched.append(len(rows))
+                    return rows
+            yield Counting()
+
+    monkeypatch.setattr(pacs.query, "_cursor", counting)
+    rows = FindQuery("IMAGE", [], [key("SOPInstanceUID")]).rows()
+    first = next(rows)
+    assert first["SOPInstanceUID"]
+    assert sum(fetched) <= pacs.query._BATCH < INSTANCES
+    rows.close()
+
+
+# PS3.4 C.4.1.1.4 (the cap): counting stops at the limit instead of counting everything.
+def test_count_stops_at_the_limit(indexed: Services) -> None:
+    assert FindQuery("IMAGE", []).count(11) == 11
+    assert FindQuery("STUDY", []).count(100) == 6
+
+
+# SQL metacharacters in values are bound parameters, never part of the statement text.
+def test_values_are_bound_parameters(indexed: Services) -> None:
+    predicates = constraints([QueryValue(key("PatientName"), ("Quote'1^%_",))],
+                             MatchOptions(pn_case_insensitive=False))
+    query = FindQuery("STUDY", predicates, [key("StudyInstanceUID")])
+    sql, params = query._select(query.columns).sql()
+    assert "Quote" not in sql
+    assert any("Quote'1^!%!_" in str(param) for param in params)
+    assert query.count(100) == 2
+
+
+# PS3.4 C.2.2.2.4: LIKE runs with an explicit escape, the same on both backends.
+def test_like_with_escape_is_literal(indexed: Services) -> None:
+    percent = Like(Col("PATIENT", "patient_name"), "%^!%!_")
+    assert FindQuery("PATIENT", [percent]).count(10) == 3
+    none = Like(Col("PATIENT", "patient_name"), "%^!%")
+    assert FindQuery("PATIENT", [none]).count(10) == 0
+
+
+# PS3.4 C.3.4: computed keys from correlated subqueries are right for every row.
+def test_computed_keys_are_exact(indexed: Services) -> None:
+    keys = [key(name) for name in ("StudyInstanceUID", "NumberOfStudyRelatedSeries",
+                                   "NumberOfStudyRelatedInstances", "ModalitiesInStudy",
+                                   "NumberOfPatientRelatedInstances")]
+    rows = list(FindQuery("STUDY", [], keys).rows())
+    assert len(rows) == 6
+    for row in rows:
+        assert row["NumberOfStudyRelatedSeries"] == "2"
+        assert row["NumberOfStudyRelatedInstances"] == str(INSTANCES // 6)
+        assert row["NumberOfPatientRelatedInstances"] == str(INSTANCES // 3)
+    # number % 6 fixes number % 2: a study holds one modality.
+    assert sorted(row["ModalitiesInStudy"] for row in rows) == ["CT"] * 3 + ["MR"] * 3
+    assert set(DERIVED) >= {k.keyword for k in keys if k.computed}
+
+
+# PS3.4 C.2.2.1.2: a Compare on '' finds the entities whose value is unknown.
+def test_compare_empty_finds_unknown(indexed: Services) -> None:
+    assert FindQuery("STUDY", [Compare(Col("STUDY", "study_description"), "=", "")]
+                     ).count(10) == 0
+    assert FindQuery("SERIES", [Compare(Col("SERIES", "body_part_examined"), "=", "")]
+                     ).count(100) == 12
