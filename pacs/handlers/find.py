@@ -15,7 +15,13 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from pacs.handlers.common import error_dataset, peer, status_dataset
+from pacs.handlers.common import (
+    error_dataset,
+    peer,
+    record_operation,
+    require_permission,
+    status_dataset,
+)
 from pacs.identifier import build_response, parse_request, response_keys
 from pacs.index import IndexUnavailable
 from pacs.levels import FIND_SOP_CLASSES, model_for_sop_class
@@ -78,10 +84,27 @@ def negotiated(event: Any, sop_class: str) -> Features:
 def handle_find(event: Any, services: Services) -> Iterator[tuple[Any, Dataset | None]]:
     """EVT_C_FIND: yield (status, identifier) per match, then end (pynetdicom sends Success)."""
     started = time.monotonic()
+    fields: dict[str, Any] = {"matches": 0}
+    final: int = FindStatus.SUCCESS
+    try:
+        for status, identifier in _find(event, services, fields):
+            if identifier is None:
+                final = int(status.Status) if isinstance(status, Dataset) else int(status)
+                if isinstance(status, Dataset) and "ErrorComment" in status:
+                    fields["error"] = str(status.ErrorComment)
+            yield status, identifier
+    finally:
+        # One record per C-FIND, after the cursor is closed (it also returns a pooled
+        # PostgreSQL connection).
+        record_operation(event, services, "C-FIND", final, started, **fields)
+
+
+def _find(event: Any, services: Services,
+          fields: dict[str, Any]) -> Iterator[tuple[Any, Dataset | None]]:
     settings = services.settings
     sop_class = str(event.context.abstract_syntax)
-    sent = 0
     try:
+        require_permission(event, services, "find", FindStatus.NOT_AUTHORIZED)
         model = model_for_sop_class(sop_class)
         if model is None or sop_class not in FIND_SOP_CLASSES:
             raise DicomError(FindStatus.UNABLE_TO_PROCESS, f"{sop_class} is not a C-FIND model")
@@ -92,6 +115,7 @@ def handle_find(event: Any, services: Services) -> Iterator[tuple[Any, Dataset |
             raise DicomError(FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
                              f"identifier cannot be decoded: {exc}") from None
         request = parse_request(identifier, model, relational=features.relational)
+        fields.update(model=model.name, level=request.level)
         options = MatchOptions(
             pn_case_insensitive=settings.pn_case_insensitive,
             fuzzy_names=features.fuzzy_names,
@@ -109,23 +133,19 @@ def handle_find(event: Any, services: Services) -> Iterator[tuple[Any, Dataset |
         status = int(request.pending_status)
         for row in query.rows():
             if event.is_cancelled:
-                log.info("C-FIND from %s cancelled after %d matches", peer(event), sent)
+                log.info("C-FIND from %s cancelled after %d matches", peer(event),
+                         fields["matches"])
                 yield status_dataset(FindStatus.CANCEL), None
                 return
             yield status, build_response(request, row, settings.ae_title,
                                          settings.pn_case_insensitive)
-            sent += 1
+            fields["matches"] += 1
     except DicomError as error:
         log.warning("C-FIND from %s refused: %s", peer(event), error)
         yield error_dataset(error), None
-        return
     except IndexUnavailable as exc:
         log.error("C-FIND from %s: %s", peer(event), exc)
         yield status_dataset(FindStatus.OUT_OF_RESOURCES, "index unavailable"), None
-        return
     except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC311
         log.exception("C-FIND from %s failed", peer(event))
         yield status_dataset(FindStatus.UNABLE_TO_PROCESS, "internal error while matching"), None
-        return
-    log.info("C-FIND from %s: %s %s, %d matches (%.1f ms)", peer(event), model.name,
-             request.level, sent, (time.monotonic() - started) * 1000)

@@ -3,9 +3,14 @@ Element and Error Comment, before any Pending response."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from pacs.access import AccessPolicy
+from pacs.config import Peer
 from pacs.server import RunningServer
 from tests.integration.test_find_support import (
     FindResult,
@@ -111,3 +116,21 @@ def test_valid_query_after_refusals_succeeds(find_server: RunningServer) -> None
                                      StudyID=""), model="P")
     assert result.status == 0x0000
     assert result.values("StudyID") == ["DOE1", "DOE2"]
+
+
+@pytest.fixture
+def store_only_allow_list(find_server: RunningServer) -> Iterator[None]:
+    """An allow-list that lets FINDSCU store but not query, for one test."""
+    services = find_server.services
+    before = services.access
+    services.access = AccessPolicy((Peer("FINDSCU", None, frozenset({"store"})),), "reject")
+    yield
+    services.access = before
+
+
+# PS3.7 C.5.4: a caller the allow-list does not let query gets 0x0124, no matches.
+def test_caller_without_find_permission_is_refused(find_server: RunningServer,
+                                                   store_only_allow_list: None) -> None:
+    result = find(find_server, query(QueryRetrieveLevel="STUDY", StudyID=""))
+    assert result.pending == []
+    assert result.status == 0x0124
