@@ -192,7 +192,7 @@ def _meta(arguments: argparse.Namespace, manifest: Any, databases: list[str],
     return {
         "machine": machine,
         "versions": versions,
-        "command": "scripts/bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": " ".join(["scripts/bench", *(shlex.quote(a) for a in sys.argv[1:])]),
         "options": {"instances": arguments.instances, "small": arguments.small,
                     "peers": arguments.peers, "database": arguments.database,
                     "find_queries": arguments.find_queries,
