@@ -88,6 +88,11 @@ STORED_KEYWORDS: dict[str, tuple[str, ...]] = {
         "ConceptNameCodeSequence",
         "ContentTemplateSequence",
         "ContainerIdentifier",
+        # Keys of PS3.4 Table C.6-4 (schema version 2), and the instance-level source of
+        # Anatomic Regions in Study Code Sequence (C.3.4).
+        "RelatedGeneralSOPClassUID",
+        "SpecimenDescriptionSequence",
+        "AnatomicRegionSequence",
     ),
 }
 
@@ -103,6 +108,7 @@ COMPUTED_KEYWORDS: dict[str, tuple[str, ...]] = {
         "NumberOfStudyRelatedInstances",
         "ModalitiesInStudy",
         "SOPClassesInStudy",
+        "AnatomicRegionsInStudyCodeSequence",
     ),
     SERIES: ("NumberOfSeriesRelatedInstances",),
     IMAGE: (),

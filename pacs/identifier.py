@@ -55,6 +55,7 @@ class FindRequest:
     level: str
     values: tuple[QueryValue, ...]  # supported keys, matched and returned
     unsupported: tuple[tuple[int, str], ...] = ()  # (tag, VR): returned zero length
+    unmatched: bool = False  # a value given for a key we return but do not match on
     ignored_private: bool = False  # private keys are not returned (C.4.1.1.3.2 note 4)
     timezone: str = ""  # the request's Timezone Offset From UTC
     want_timezone: bool = False
@@ -63,7 +64,7 @@ class FindRequest:
     @property
     def pending_status(self) -> FindStatus:
         """0xFF01 when a requested key is not supported for matching, else 0xFF00."""
-        if self.unsupported or self.ignored_private:
+        if self.unsupported or self.ignored_private or self.unmatched:
             return FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED
         return FindStatus.PENDING
 
@@ -131,7 +132,7 @@ def parse_request(identifier: Dataset, model: InformationModel,
     depth = model.levels.index(level)
     values: list[QueryValue] = []
     unsupported: list[tuple[int, str]] = []
-    ignored_private = False
+    ignored_private = unmatched = False
     timezone = ""
     for raw in list(request.elements()):
         tag = Tag(raw.tag)
@@ -167,7 +168,12 @@ def parse_request(identifier: Dataset, model: InformationModel,
             _check_values(key, texts)
         except ValueError as exc:
             raise _refuse(tag, f"{key.keyword} {exc}") from None
-        values.append(QueryValue(key, texts, items[0] if items else None))
+        item = items[0] if items else None
+        if not key.matchable:
+            # C.2.2.1.3: existence supported, matching not: processed as zero length.
+            unmatched = unmatched or bool(texts) or _has_values(item)
+            texts, item = (), None
+        values.append(QueryValue(key, texts, item))
     if not relational:
         given = {value.key.tag for value in values}
         for upper in model.levels_above(level):
@@ -176,8 +182,15 @@ def parse_request(identifier: Dataset, model: InformationModel,
                 raise _refuse(needed.tag, f"{needed.keyword} above {level} is missing")
     if timezone and not _valid_offset(timezone):
         raise _refuse(TIMEZONE_OFFSET, f"Timezone Offset From UTC {timezone!r} is invalid")
-    return FindRequest(model, level, tuple(values), tuple(unsupported), ignored_private,
-                       timezone, TIMEZONE_OFFSET in request, INSTANCE_AVAILABILITY in request)
+    return FindRequest(model, level, tuple(values), tuple(unsupported), unmatched,
+                       ignored_private, timezone, TIMEZONE_OFFSET in request,
+                       INSTANCE_AVAILABILITY in request)
+
+
+def _has_values(item: Dataset | None) -> bool:
+    """Whether a request item holds any non-empty key (at any depth)."""
+    return item is not None and any(
+        element.VR != "SQ" and element_texts(element.value) for element in item.iterall())
 
 
 def _valid_offset(text: str) -> bool:

@@ -50,6 +50,11 @@ _EXTRA_COLUMNS: dict[str, tuple[str, str]] = {
     # PS3.4 C.6.1.1.5.2: a transfer syntax we can deliver without loss: the one we hold.
     "AvailableTransferSyntaxUID": (IMAGE, "transfer_syntax_uid"),
 }
+# Keys we answer but never hold a value for: we keep no alternate encodings (C.6.1.1.5.1,
+# which also defines only Universal Matching for it).
+_ALWAYS_EMPTY: dict[str, str] = {"AlternateRepresentationSequence": IMAGE}
+# Computed keys returned but not matched: the union of the instances' code sequences.
+_NOT_MATCHED = frozenset({"AnatomicRegionsInStudyCodeSequence"})
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,9 @@ class Key:
     level: str  # the Query/Retrieve level the key belongs to in this model
     kind: str  # UNIQUE, REQUIRED or OPTIONAL at that level
     table: str  # the index level whose row holds the value (PATIENT for Study Root names)
-    column: str | None  # stored column, or None for a computed key
+    column: str | None  # stored column; None for a computed or an always-empty key
     computed: bool = False
+    matchable: bool = True  # False: returned, never matched (0xFF01 when asked to)
 
     @property
     def folded_column(self) -> str | None:
@@ -149,6 +155,7 @@ DERIVED: dict[str, Derivation] = {
     "NumberOfStudyRelatedInstances": Derivation(IMAGE, STUDY),
     "ModalitiesInStudy": Derivation(SERIES, STUDY, "modality"),
     "SOPClassesInStudy": Derivation(IMAGE, STUDY, "sop_class_uid"),
+    "AnatomicRegionsInStudyCodeSequence": Derivation(IMAGE, STUDY, "anatomic_region_sequence"),
     "NumberOfSeriesRelatedInstances": Derivation(IMAGE, SERIES),
 }
 
@@ -169,8 +176,9 @@ def _dictionary_key(keyword: str, level: str, kind: str, table: str, column: str
     if tag is None:
         raise LookupError(f"{keyword} is not in pydicom's dictionary")
     vm = dictionary_VM(tag)
+    matchable = keyword not in _NOT_MATCHED and (column is not None or computed)
     return Key(keyword, tag, dictionary_VR(tag).split(" or ")[0], vm != "1", level, kind,
-               table, column, computed)
+               table, column, computed, matchable)
 
 
 def _kind(keyword: str, level: str) -> str:
@@ -194,6 +202,9 @@ def _index_level_keys(index_level: str, model_level: str,
             keys.append(_dictionary_key(keyword, model_level, OPTIONAL, level, column, False))
     for keyword in COMPUTED_KEYWORDS[index_level]:
         keys.append(_dictionary_key(keyword, model_level, OPTIONAL, index_level, None, True))
+    for keyword, level in _ALWAYS_EMPTY.items():
+        if level == index_level:
+            keys.append(_dictionary_key(keyword, model_level, OPTIONAL, level, None, False))
     return keys
 
 

@@ -597,6 +597,8 @@ def _same_range_form(date: str, time: str) -> bool:
 def key_match(value: QueryValue, options: MatchOptions) -> Pred | None:
     """The predicate of one key of the request, or None when it matches every entity."""
     key = value.key
+    if not key.matchable:
+        return None
     if key.vr == "SQ":
         return sequence_match(key, value.item, options)
     if not value.values:

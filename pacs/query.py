@@ -10,6 +10,7 @@ the same statement, so they are always true to the index.
 from __future__ import annotations
 
 import itertools
+import json
 import operator
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +52,7 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "=": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge,
 }
 _TRUE = peewee.SQL("1 = 1")
+SEPARATOR = "\x1e"  # joins collected values; never in a CS, a UI or DICOM JSON text
 _BATCH = 500
 _aliases = itertools.count()
 
@@ -136,14 +138,13 @@ class _Compiler:
         return query
 
     def collect(self, child: str, parent: str, column: str) -> Any:
-        def distinct(aliases: dict[str, Any]) -> list[Any]:
-            value = peewee.NodeList((peewee.SQL("DISTINCT"), getattr(aliases[child], column)))
-            if is_sqlite(database_proxy.obj):
-                return [peewee.fn.GROUP_CONCAT(value)]
-            return [peewee.fn.STRING_AGG(value, ",")]
-
-        query, aliases = self._below(child, parent, distinct)
-        return query.where(getattr(aliases[child], column) != "")
+        """The distinct non-empty values of a child column, joined by SEPARATOR."""
+        query, aliases = self._below(
+            child, parent, lambda a: [getattr(a[child], column).alias("v")])
+        values = query.where(getattr(aliases[child], column) != "").distinct().alias(
+            f"v_{next(_aliases)}")
+        join = peewee.fn.GROUP_CONCAT if is_sqlite(database_proxy.obj) else peewee.fn.STRING_AGG
+        return peewee.Select([values], [join(values.c.v, SEPARATOR)])
 
 
 def _base(level: str, columns: Sequence[Any]) -> Any:
@@ -170,10 +171,11 @@ class FindQuery:
         self.names: list[str] = []
         self.columns: list[Any] = []
         for key in keys:
-            self._add(key.keyword, self._key_column(key))
+            if key.column is not None or key.computed:  # else always empty: nothing to read
+                self._add(key.keyword, self._key_column(key))
         for extra in extras:
             self._add(extra.name, getattr(MODELS[extra.table], extra.column))
-        self.collected = {key.keyword for key in keys
+        self.collected = {key.keyword: key.vr for key in keys
                           if key.computed and DERIVED[key.keyword].column}
         self.post_names = []
         for number, post in enumerate(self.post):
@@ -229,8 +231,21 @@ class FindQuery:
         if value is None:
             return ""
         if name in self.collected:
-            return "\\".join(sorted(set(str(value).split(","))))
+            values = sorted(set(str(value).split(SEPARATOR)))
+            if self.collected[name] == "SQ":  # the union of the items of DICOM JSON arrays
+                items = {json.dumps(item, sort_keys=True): item
+                         for text in values for item in _json_items(text)}
+                return json.dumps([items[k] for k in sorted(items)])
+            return "\\".join(values)
         return str(value)
+
+
+def _json_items(text: str) -> list[Any]:
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return []
+    return items if isinstance(items, list) else []
 
 
 @contextmanager

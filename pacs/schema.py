@@ -14,7 +14,7 @@ from playhouse import db_url
 
 from pacs.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 database_proxy = peewee.DatabaseProxy()
 
 # Columns filtered by most queries get a B-tree index; text search on the rest is rare.
@@ -134,7 +134,21 @@ def open_database(url: str) -> peewee.Database:
 
 # Version N's migration takes a database at version N-1 to N; each runs in one transaction.
 # A release that changes the models bumps SCHEMA_VERSION and adds its step here.
-MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {}
+def _add_text_columns(table: str, columns: tuple[str, ...]) -> Callable[[peewee.Database], None]:
+    """A migration step adding text columns ('' in existing rows: unknown, until reindexed)."""
+    def step(database: peewee.Database) -> None:
+        for column in columns:
+            database.execute_sql(
+                f'ALTER TABLE "{table}" ADD COLUMN "{column}" TEXT NOT NULL DEFAULT \'\'')
+    return step
+
+
+MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
+    # C-FIND keys of PS3.4 Table C.6-4 and the source of Anatomic Regions in Study.
+    2: _add_text_columns("instance", ("related_general_sop_class_uid",
+                                      "specimen_description_sequence",
+                                      "anatomic_region_sequence")),
+}
 
 
 class SchemaMismatch(RuntimeError):

@@ -192,3 +192,64 @@ def test_computed_keys_are_never_stale(find_server: RunningServer, extra_instanc
     identifier = result.identifiers[0]
     assert (identifier.NumberOfStudyRelatedSeries, identifier.NumberOfStudyRelatedInstances,
             list(identifier.ModalitiesInStudy)) == (2, 2, ["CT", "MR"])
+
+
+# --- the rest of PS3.4 Tables C.6-2 and C.6-4 ---------------------------------------------
+
+def _ct_images(server: RunningServer, **keys: object):  # noqa: ANN202 - FindResult
+    return find(server, query(QueryRetrieveLevel="IMAGE", StudyInstanceUID=DOE1,
+                              SeriesInstanceUID=series_uid("PAT-DOE", "DOE1", "DOE1-CT"),
+                              InstanceNumber="", **keys))
+
+
+# PS3.4 C.3.4: Anatomic Regions in Study Code Sequence: the union of the instances' codes.
+def test_anatomic_regions_in_study_is_the_union(find_server: RunningServer) -> None:
+    result = find(find_server, query(QueryRetrieveLevel="STUDY", StudyInstanceUID=DOE1,
+                                     AnatomicRegionsInStudyCodeSequence=[]))
+    regions = result.identifiers[0].AnatomicRegionsInStudyCodeSequence
+    assert sorted(item.CodeMeaning for item in regions) == ["Abdomen", "Chest"]
+    assert result.pending[0][0] == 0xFF00
+
+
+# PS3.4 C.2.2.1.3: it is returned but not matched: a value asked for gives 0xFF01.
+def test_anatomic_regions_in_study_not_matched_warns(find_server: RunningServer) -> None:
+    item = Dataset()
+    item.CodeValue = "nothing-like-this"
+    result = find(find_server, query(QueryRetrieveLevel="STUDY", StudyInstanceUID=DOE1,
+                                     AnatomicRegionsInStudyCodeSequence=[item]))
+    assert [status for status, _ in result.pending] == [0xFF01]
+
+
+# PS3.4 C.6.1.1.5.1: Alternate Representation Sequence: we hold no alternates: no items.
+def test_alternate_representation_is_empty(find_server: RunningServer) -> None:
+    result = _ct_images(find_server, AlternateRepresentationSequence=[])
+    assert [len(i.AlternateRepresentationSequence) for i in result.identifiers] == [0, 0]
+    assert {status for status, _ in result.pending} == {0xFF00}
+
+
+# PS3.4 C.6.1.1.5.2: Available Transfer Syntax UID is the syntax the instance is held in.
+def test_available_transfer_syntax(find_server: RunningServer) -> None:
+    result = _ct_images(find_server, AvailableTransferSyntaxUID="")
+    assert {str(i.AvailableTransferSyntaxUID) for i in result.identifiers} == {
+        "1.2.840.10008.1.2.1"}
+
+
+# PS3.4 Table C.6-4: Related General SOP Class UID, list of UID matching.
+def test_related_general_sop_class_uid(find_server: RunningServer) -> None:
+    result = _ct_images(find_server, RelatedGeneralSOPClassUID=[
+        "1.2.840.10008.5.1.4.1.1.2.1", "1.2.9.9"])
+    assert result.values("InstanceNumber") == ["1"]
+
+
+# PS3.4 Table C.6-4: Specimen Description Sequence, sequence matching on its identifier.
+def test_specimen_description_sequence(find_server: RunningServer) -> None:
+    item = Dataset()
+    item.SpecimenIdentifier = "SPEC-*"
+    item.SpecimenUID = ""
+    result = find(find_server, query(
+        QueryRetrieveLevel="IMAGE", StudyInstanceUID=DOE1,
+        SeriesInstanceUID=series_uid("PAT-DOE", "DOE1", "DOE1-SR"), InstanceNumber="",
+        SpecimenDescriptionSequence=[item]))
+    specimens = result.identifiers[0].SpecimenDescriptionSequence
+    assert [(s.SpecimenIdentifier, s.SpecimenUID) for s in specimens] == [("SPEC-1",
+                                                                             "1.2.3.77")]

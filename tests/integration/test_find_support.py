@@ -45,6 +45,14 @@ def referenced(*instance_uids: str) -> Sequence:
     return Sequence(items)
 
 
+def specimen(identifier: str, specimen_uid: str) -> Sequence:
+    """A one-item Specimen Description Sequence."""
+    item = Dataset()
+    item.SpecimenIdentifier = identifier
+    item.SpecimenUID = specimen_uid
+    return Sequence([item])
+
+
 def study_uid(patient_id: str, study: str) -> str:
     """The Study Instance UID tests.factory gives a (patient, study label)."""
     return uid(patient_id, study)
@@ -94,12 +102,19 @@ CORE_STUDIES: list[dict[str, Any]] = [
 CORE_SERIES: list[tuple[str, str, str, str, tuple[int, ...], dict[int, dict[str, Any]]]] = [
     ("DOE1", "DOE1-CT", "CT", "1.2.840.10008.5.1.4.1.1.2", (1, 2), {
         1: {"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
-            "AcquisitionDateTime": "20240102101500.25"},
+            "AcquisitionDateTime": "20240102101500.25",
+            "AnatomicRegionSequence": code_sequence("T-D3000", "SRT", "Chest"),
+            "RelatedGeneralSOPClassUID": "1.2.840.10008.5.1.4.1.1.2.1"},
         2: {"ImageType": ["DERIVED", "SECONDARY", "LOCALIZER"],
-            "AcquisitionDateTime": "20240102101530.75"}}),
+            "AcquisitionDateTime": "20240102101530.75",
+            "AnatomicRegionSequence": Sequence([
+                *code_sequence("T-D3000", "SRT", "Chest"),
+                *code_sequence("T-D4000", "SRT", "Abdomen")]),
+            "RelatedGeneralSOPClassUID": "1.2.3.9"}}),
     ("DOE1", "DOE1-SR", "SR", BASIC_TEXT_SR, (1,), {
         1: {"ConceptNameCodeSequence": code_sequence("11528-7", "LN", "Radiology Report"),
-            "ImageType": ["DERIVED", "PRIMARY"]}}),
+            "ImageType": ["DERIVED", "PRIMARY"],
+            "SpecimenDescriptionSequence": specimen("SPEC-1", "1.2.3.77")}}),
     ("DOE2", "DOE2-MR", "MR", MR_IMAGE_STORAGE, (1,), {}),
     ("JANE1", "JANE1-US", "US", SECONDARY_CAPTURE, (1,), {}),
     ("MUE1", "MUE1-CT", "CT", "1.2.840.10008.5.1.4.1.1.2", (1,), {}),
