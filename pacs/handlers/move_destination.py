@@ -25,7 +25,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -121,8 +121,12 @@ class StoreLink:
         return self._message_id
 
     def store(self, context: AcceptedContext, sop_instance_uid: str, data_set: bytes,
-              priority: int = 2, originator: Originator | None = None) -> StoreResult:
-        """Send one C-STORE request with `data_set` as its bytes; wait for its response."""
+              priority: int = 2, originator: Originator | None = None,
+              while_waiting: Callable[[], None] | None = None) -> StoreResult:
+        """Send one C-STORE request with `data_set` as its bytes; wait for its response.
+
+        `while_waiting` runs once the request is on its way (the peer is busy storing).
+        """
         request = C_STORE()
         request.MessageID = self._next_message_id()
         request.AffectedSOPClassUID = context.sop_class_uid
@@ -133,6 +137,8 @@ class StoreLink:
             request.MoveOriginatorMessageID = originator.message_id
         request.DataSet = BytesIO(data_set)
         self.assoc.dimse.send_msg(request, context.context_id)
+        if while_waiting is not None:
+            while_waiting()
         return self._await_response(request.MessageID)
 
     def _await_response(self, message_id: int) -> StoreResult:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from typing import Any
 
@@ -44,6 +44,7 @@ from pacs.retrieve import (
     InstanceUnavailable,
     Outcome,
     Retrieval,
+    StoredInstance,
     choose_context,
     convert,
     failed_uid_list,
@@ -155,12 +156,56 @@ def _request(event: Any, sop_class_role: str) -> RetrieveRequest:
     return parse_retrieve_identifier(identifier, model)
 
 
+class _DuePending:
+    """The Pending response of the last sub-operation, sent while the next one is in flight
+    (its encoding overlaps the peer's storing) or before anything else goes out."""
+
+    def __init__(self, responder: Responder):
+        self.responder = responder
+        self.counts: Counts | None = None
+
+    def flush(self) -> None:
+        """Send the due Pending response, if any."""
+        if self.counts is not None:
+            counts, self.counts = self.counts, None
+            self.responder.pending(counts)
+
+
+class _Prefetch:
+    """The next instance's file, read while the current C-STORE is in flight."""
+
+    def __init__(self, archive: Any):
+        self.archive = archive
+        self.record: Any = None
+        self.result: StoredInstance | Exception | None = None
+
+    def load(self, record: Any) -> None:
+        """Read `record`'s file now; any error is kept for `take` (this runs mid-C-STORE)."""
+        if record is None or record is self.record:
+            return
+        self.record = record
+        try:
+            self.result = read_instance(self.archive, record)
+        except Exception as exc:  # noqa: BLE001 - re-raised by take(), outside the C-STORE
+            self.result = exc
+
+    def take(self, record: Any) -> StoredInstance:
+        """The stored instance of `record`, prefetched or read now."""
+        if record is not self.record or self.result is None:
+            return read_instance(self.archive, record)
+        result, self.record, self.result = self.result, None, None
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
 def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, record: Any,
-                   priority: int, originator: Originator | None) -> None:
+                   priority: int, originator: Originator | None,
+                   while_waiting: Callable[[], None], prefetch: _Prefetch) -> None:
     """Read, choose a context, convert if needed, send; count the outcome."""
     uid = record.sop_instance_uid
     try:
-        stored = read_instance(services.archive, record)
+        stored = prefetch.take(record)
     except InstanceUnavailable as exc:
         log.warning("%s: %s failed: %s", link.description, uid, exc)
         retrieval.record(record, Outcome.FAILED)
@@ -183,7 +228,7 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
         data_set, decompressed = converted.data_set, converted.decompressed
         log.info("%s: %s converted from %s to %s", link.description, uid,
                  stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
-    result = link.store(delivery.context, uid, data_set, priority, originator)
+    result = link.store(delivery.context, uid, data_set, priority, originator, while_waiting)
     outcome = store_outcome(result.status, decompressed)
     if outcome is not Outcome.FAILED:
         services.metrics.add_bytes("sent", len(data_set))
@@ -198,6 +243,8 @@ def _run(event: Any, services: Services, responder: Responder, retrieval: Retrie
     """The sub-operation loop shared by C-MOVE and C-GET; sends Pending and final responses."""
     priority = int(getattr(event.request, "Priority", 2) or 0)
     cancelled = False
+    due = _DuePending(responder)
+    prefetch = _Prefetch(services.archive)
     for plan in plans:
         if cancelled:
             break
@@ -222,11 +269,20 @@ def _run(event: Any, services: Services, responder: Responder, retrieval: Retrie
                     for rest in plan.instances[position:]:
                         retrieval.record(rest, Outcome.FAILED)
                     break
-                _sub_operation(services, link, retrieval, record, priority, originator)
+                upcoming = plan.instances[position + 1:position + 2]
+
+                def while_waiting(upcoming: list[Any] = upcoming) -> None:
+                    due.flush()
+                    prefetch.load(upcoming[0] if upcoming else None)
+
+                _sub_operation(services, link, retrieval, record, priority, originator,
+                               while_waiting, prefetch)
+                due.flush()  # when the sub-operation failed before reaching the wire
                 if retrieval.remaining:
-                    responder.pending(retrieval.counts())
+                    due.counts = retrieval.counts()
         finally:
             link.close()
+            due.flush()
     if not responder.requester_present():
         return
     status = retrieval.final_status(cancelled)
