@@ -20,6 +20,7 @@ requester association's reactor thread itself, so nothing else can read its queu
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import ssl
@@ -106,7 +107,7 @@ class StoreLink:
         self.alive = True
         self._message_id = 0
 
-    @property
+    @functools.cached_property
     def accepted(self) -> list[AcceptedContext]:
         """Accepted contexts on which we may act as Storage SCU (role selection honoured)."""
         return [
@@ -136,10 +137,16 @@ class StoreLink:
             request.MoveOriginatorApplicationEntityTitle = originator.ae_title
             request.MoveOriginatorMessageID = originator.message_id
         request.DataSet = BytesIO(data_set)
-        self.assoc.dimse.send_msg(request, context.context_id)
-        if while_waiting is not None:
-            while_waiting()
-        return self._await_response(request.MessageID)
+        try:
+            self.assoc.dimse.send_msg(request, context.context_id)
+            if while_waiting is not None:
+                while_waiting()
+            return self._await_response(request.MessageID)
+        except Exception:  # noqa: BLE001 - mid-exchange, the association's state is unknown
+            log.exception("%s: C-STORE of %s broke off", self.description, sop_instance_uid)
+            if self.alive:
+                self._lost("C-STORE exchange broke off")
+            return StoreResult(None, "internal error during the C-STORE")
 
     def _await_response(self, message_id: int) -> StoreResult:
         deadline = time.monotonic() + self.timeout

@@ -258,6 +258,8 @@ def _run(event: Any, services: Services, responder: Responder, retrieval: Retrie
         try:
             for position, record in enumerate(plan.instances):
                 if event.is_cancelled:
+                    log.info("%s: C-CANCEL after %d of %d sub-operations", peer(event),
+                             retrieval.total - retrieval.remaining, retrieval.total)
                     cancelled = True
                     break
                 if not responder.requester_present():
@@ -275,8 +277,15 @@ def _run(event: Any, services: Services, responder: Responder, retrieval: Retrie
                     due.flush()
                     prefetch.load(upcoming[0] if upcoming else None)
 
-                _sub_operation(services, link, retrieval, record, priority, originator,
-                               while_waiting, prefetch)
+                done = retrieval.total - retrieval.remaining
+                try:
+                    _sub_operation(services, link, retrieval, record, priority, originator,
+                                   while_waiting, prefetch)
+                except Exception:  # noqa: BLE001 - one instance must not end the request
+                    log.exception("%s: sub-operation for %s failed", link.description,
+                                  record.sop_instance_uid)
+                    if retrieval.total - retrieval.remaining == done:
+                        retrieval.record(record, Outcome.FAILED)
                 due.flush()  # when the sub-operation failed before reaching the wire
                 if retrieval.remaining:
                     due.counts = retrieval.counts()

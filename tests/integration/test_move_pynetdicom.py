@@ -18,6 +18,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts
 
+import pacs.handlers.retrieve as retrieve_handlers
 from pacs.config import Peer, RemoteAE
 from pacs.server import RunningServer
 from tests.factory import make_dataset
@@ -328,3 +329,43 @@ def test_move_patient_root_patient_level_sends_the_patient(
     responses = move(server, identifier("PATIENT", PatientID="P1"), model=PATIENT_ROOT)
     check_counts(responses, 6)
     assert (responses[-1].status, responses[-1].completed) == (0x0000, 6)
+
+
+# DESIGN rule 1: an unexpected error in one sub-operation fails that instance only; the
+# request ends with a proper final response, never pynetdicom's 0xC511.
+def test_move_unexpected_error_in_one_sub_operation_fails_only_that_instance(
+    server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    destination = receiver()
+    server = _to(server_factory, destination.port)
+    populate(server.services, tmp_path / "in")
+    broken = LAYOUT.images_se1[2]
+    real_read = retrieve_handlers.read_instance
+
+    def read_or_break(archive: Any, record: Any) -> Any:
+        if record.sop_instance_uid == broken:
+            raise ZeroDivisionError("unexpected")
+        return real_read(archive, record)
+
+    monkeypatch.setattr(retrieve_handlers, "read_instance", read_or_break)
+    final = move(server, STUDY_S1)[-1]
+    assert (final.status, final.completed, final.failed, final.failed_uids) == (
+        0xB000, 4, 1, [broken])
+
+
+# DESIGN rule 1: an unexpected error before the sub-operations is 0xC000 with a comment.
+def test_move_unexpected_error_before_sub_operations_is_c000(
+    server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    destination = receiver()
+    server = _to(server_factory, destination.port)
+
+    def broken(*args: Any) -> Any:
+        raise ZeroDivisionError("unexpected")
+
+    monkeypatch.setattr(retrieve_handlers, "find_instances", broken)
+    [final] = move(server, STUDY_S1)
+    assert final.status == 0xC000
+    assert final.comment
