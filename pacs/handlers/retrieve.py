@@ -226,8 +226,9 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
             retrieval.record(record, Outcome.FAILED)
             return
         data_set, decompressed = converted.data_set, converted.decompressed
-        log.info("%s: %s converted from %s to %s", link.description, uid,
-                 stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
+        log.log(logging.INFO if decompressed else logging.DEBUG,
+                "%s: %s converted from %s to %s", link.description, uid,
+                stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
     result = link.store(delivery.context, uid, data_set, priority, originator, while_waiting)
     outcome = store_outcome(result.status, decompressed)
     if outcome is not Outcome.FAILED:
