@@ -27,7 +27,7 @@ from tests.integration.test_move_support import (
 )
 
 INSTANCES = 600
-DIMSE_TIMEOUT = 20
+DIMSE_TIMEOUT = 30
 
 
 @pytest.fixture
@@ -59,4 +59,5 @@ def test_long_move_to_storescp_completes_without_a_stall(
     assert pending == [(INSTANCES - n, n, 0, 0) for n in range(1, INSTANCES)]
     final = responses[-1]
     assert (final.status, final.completed, final.failed, final.warning) == (0, INSTANCES, 0, 0)
-    assert elapsed < DIMSE_TIMEOUT * 0.75, f"{INSTANCES} instances took {elapsed:.1f} s"
+    # A lost response would stall one sub-operation for the DIMSE timeout, then fail it.
+    assert elapsed < DIMSE_TIMEOUT, f"{INSTANCES} instances took {elapsed:.1f} s"
