@@ -173,9 +173,13 @@ def run_workers(settings: Settings, arguments: argparse.Namespace, argv: Sequenc
 
 def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then stop cleanly."""
+    from pacs.operations import recover_deletes
     from pacs.server import serve_until, start_server
 
     services = open_services(settings)
+    # A delete a crash interrupted is finished (or undone) before anything else sees it.
+    if recovered := recover_deletes(services.archive, services.index):
+        log.warning("finished %d delete(s) interrupted by a crash", recovered)
     stop_requested = _stop_on_signals()
     try:
         running = start_server(services, receive_into_archive=True,
