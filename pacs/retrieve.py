@@ -262,7 +262,7 @@ class StoredInstance:
 
 
 def read_instance(archive: Archive, record: InstanceRecord) -> StoredInstance:
-    """Read an instance's file and check it is the one indexed (size, SHA-256, UIDs)."""
+    """Read an instance's file and check it is the one indexed (size and SHA-256)."""
     try:
         path = archive.absolute(record.file_path)
         layout = read_layout(path)
@@ -276,8 +276,6 @@ def read_instance(archive: Archive, record: InstanceRecord) -> StoredInstance:
                                   f"the index says {record.file_size}")
     if record.file_sha256 and hashlib.sha256(content).hexdigest() != record.file_sha256:
         raise InstanceUnavailable(f"file {record.file_path} does not match its SHA-256")
-    if layout.media_sop_instance_uid and layout.media_sop_instance_uid != record.sop_instance_uid:
-        raise InstanceUnavailable(f"file {record.file_path} holds another instance")
     return StoredInstance(record, layout.transfer_syntax, content, layout.dataset_offset)
 
 
