@@ -88,8 +88,9 @@ class Like:
 
 
 @dataclass(frozen=True)
-class Regex:
-    """`term` matches a regular expression written for both Python `re` and PostgreSQL `~`."""
+class AnyValueLike:
+    """One of the backslash-separated values of `term` matches the DICOM wildcard `pattern`
+    (PostgreSQL: a regular expression; SQLite: a linear-time function, see query.py)."""
 
     term: Term
     pattern: str
@@ -151,7 +152,8 @@ class Zoned:
     for_offset: Callable[[str], Pred]
 
 
-Pred = Compare | In | Like | Regex | All | AnyOf | Not | Exists | CountIs | PostFilter | Zoned
+Pred = (Compare | In | Like | AnyValueLike | All | AnyOf | Not | Exists | CountIs | PostFilter
+        | Zoned)
 
 
 @dataclass(frozen=True)
@@ -206,15 +208,37 @@ def _regex_literal(char: str) -> str:
 
 
 def multi_value_regex(value: str) -> str:
-    """A wildcard value matched against any one of backslash-separated stored values."""
+    """A wildcard value as a regular expression matching any one of backslash-separated
+    values (capture-free, so PostgreSQL can run it without backtracking)."""
     body = "".join("[^\\\\]*" if c == "*" else "[^\\\\]" if c == "?" else _regex_literal(c)
                    for c in value)
-    return f"^(.*\\\\)?{body}(\\\\.*)?$"
+    return f"^(?:.*\\\\)?{body}(?:\\\\.*)?$"
 
 
-def _python_wildcard(value: str) -> re.Pattern[str]:
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value)
-    return re.compile(body, re.DOTALL)
+def wildcard_matches(pattern: str, text: str) -> bool:
+    """Whether `text` matches the DICOM wildcard `pattern` (`*`, `?`), in O(len * len)
+    time at worst: no backtracking blow-up, whatever the request holds."""
+    p = t = 0
+    star, resume = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] == "*":
+            star, resume = p, t
+            p += 1
+        elif p < len(pattern) and pattern[p] in ("?", text[t]):
+            p += 1
+            t += 1
+        elif star >= 0:
+            p, resume = star + 1, resume + 1
+            t = resume
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
+
+
+def any_value_matches(pattern: str, stored: str | None) -> bool:
+    """Whether one of the backslash-separated values of `stored` matches `pattern`."""
+    return stored is not None and any(wildcard_matches(pattern, value)
+                                      for value in stored.split("\\"))
 
 
 def is_universal_wildcard(value: str) -> bool:
@@ -332,7 +356,7 @@ def value_matches(vr: str, stored: str, query: str, case_insensitive: bool) -> b
     if vr == "PN" and case_insensitive:
         stored, query = fold_name(stored), fold_name(query)
     if vr in WILDCARD_VRS and ("*" in query or "?" in query):
-        return bool(_python_wildcard(query).fullmatch(stored))
+        return wildcard_matches(query, stored)
     if vr in ("DA", "TM", "DT"):
         try:
             low, high = _bounds(vr, query)
@@ -385,18 +409,27 @@ def _name_parts(name: str) -> list[str]:
     return [part for part in re.split(r"[\^=,\s\-]+", plain) if part]
 
 
-def _assign(wanted: list[re.Pattern[str]], parts: list[str]) -> bool:
-    if not wanted:
-        return True
-    return any(wanted[0].fullmatch(part) and _assign(wanted[1:], parts[:i] + parts[i + 1:])
-               for i, part in enumerate(parts))
+def _assign(wanted: list[str], parts: list[str]) -> bool:
+    """Whether each wanted part matches a different stored part (bipartite matching)."""
+    owner: dict[int, int] = {}
+
+    def place(index: int, seen: set[int]) -> bool:
+        for slot, part in enumerate(parts):
+            if slot not in seen and wildcard_matches(wanted[index], part):
+                seen.add(slot)
+                if slot not in owner or place(owner[slot], seen):
+                    owner[slot] = index
+                    return True
+        return False
+
+    return all(place(index, set()) for index in range(len(wanted)))
 
 
 def fuzzy_name_matches(stored: str, query: str, multi: bool = False) -> bool:
     """Fuzzy semantic PN matching: case, accents, apostrophes and component order ignored;
     each part of the request (wildcards allowed) matches a different part of the name, in
     any component group. "smith^mary" matches "Smíth^Mary^^Dr" and "Mary^Smith"."""
-    wanted = [_python_wildcard(part) for part in _name_parts(query) if set(part) != {"*"}]
+    wanted = [part for part in _name_parts(query) if set(part) != {"*"}]
     values = stored.split("\\") if multi else [stored]
     return not stored or any(_assign(wanted, _name_parts(value)) for value in values)
 
@@ -439,7 +472,7 @@ def wildcard_match(key: Key, value: str, options: MatchOptions) -> Pred | None:
     folded = key.folded_column if key.vr == "PN" and options.pn_case_insensitive else None
     target = Col(key.table, folded or key.column or "")
     text = fold_name(value) if folded else value
-    return Regex(target, multi_value_regex(text)) if key.multi else \
+    return AnyValueLike(target, text) if key.multi else \
         Like(target, like_pattern(text))
 
 

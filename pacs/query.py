@@ -29,6 +29,7 @@ from pacs.matching import (
     TIMEZONE_COLUMN,
     All,
     AnyOf,
+    AnyValueLike,
     Col,
     Compare,
     CountIs,
@@ -39,9 +40,10 @@ from pacs.matching import (
     Not,
     PostFilter,
     Pred,
-    Regex,
     Term,
     Zoned,
+    any_value_matches,
+    multi_value_regex,
 )
 from pacs.schema import Instance, Patient, Series, Study, database_proxy, is_sqlite
 
@@ -92,8 +94,10 @@ class _Compiler:
             return peewee.NodeList((self.term(pred.term), peewee.SQL("LIKE"),
                                     peewee.Value(pred.pattern),
                                     peewee.SQL(f"ESCAPE '{LIKE_ESCAPE}'")), parens=True)
-        if isinstance(pred, Regex):
-            return peewee.Expression(self.term(pred.term), peewee.OP.REGEXP, pred.pattern)
+        if isinstance(pred, AnyValueLike):
+            if is_sqlite(database_proxy.obj):
+                return peewee.fn.dicom_any_value_like(pred.pattern, self.term(pred.term))
+            return peewee.Expression(self.term(pred.term), "~", multi_value_regex(pred.pattern))
         if isinstance(pred, All):
             return reduce(operator.and_, map(self.pred, pred.items)) if pred.items else _TRUE
         if isinstance(pred, AnyOf):
@@ -206,6 +210,7 @@ class FindQuery:
     def count(self, limit: int) -> int:
         """How many entities match, counting no further than `limit`."""
         try:
+            _prepare(database_proxy.obj)
             if not self.post:
                 return int(self._select([MODELS[self.level].id]).limit(limit).count())
             return sum(1 for _ in itertools.islice(self.rows(), limit))
@@ -248,6 +253,13 @@ def _json_items(text: str) -> list[Any]:
     return items if isinstance(items, list) else []
 
 
+def _prepare(database: Any) -> None:
+    """Give this thread's SQLite connection the wildcard function (cheap, idempotent)."""
+    if is_sqlite(database):
+        database.connection().create_function("dicom_any_value_like", 2, any_value_matches,
+                                              deterministic=True)
+
+
 @contextmanager
 def _cursor(sql: str, params: Sequence[Any]) -> Iterator[Any]:
     """A cursor over the statement, inside a read transaction (one snapshot throughout)."""
@@ -255,6 +267,7 @@ def _cursor(sql: str, params: Sequence[Any]) -> Iterator[Any]:
     wrapper = peewee.__exception_wrapper__
     with database.atomic():
         if is_sqlite(database):
+            _prepare(database)
             cursor = database.execute_sql(sql, params)
         else:
             # A named (server-side) cursor: rows travel in batches as they are read.

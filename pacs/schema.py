@@ -108,8 +108,6 @@ def open_database(url: str) -> peewee.Database:
         database = db_url.connect(
             url,
             timeout=60,  # busy timeout, seconds: writers wait rather than fail
-            # REGEXP (Python's re), for wildcard matching of multi-valued attributes.
-            regexp_function=True,
             pragmas={
                 "journal_mode": "wal",
                 # FULL: a commit is on disk before we answer Success, power loss included.

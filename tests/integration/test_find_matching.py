@@ -6,6 +6,7 @@ entities that must not; every expectation is the exact set of entities.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -197,6 +198,15 @@ def test_sql_injection_strings_are_matched_literally(find_server: RunningServer)
     assert studies(find_server, StudyDescription="' OR 1=1 --") == []
     assert studies(find_server, PatientName="*'*") == ["DROP1", "INJ1"]
     assert studies(find_server) == ALL  # the tables are all still there
+
+
+# PS3.4 C.2.2.2.4: a request full of "*" costs no more than any other (no backtracking).
+def test_pathological_wildcards_answer_quickly(find_server: RunningServer) -> None:
+    pattern = "*e" * 30 + "*x"
+    started = time.monotonic()
+    assert studies(find_server, NameOfPhysiciansReadingStudy=pattern) == []
+    assert studies(find_server, StudyDescription=pattern) == []
+    assert time.monotonic() - started < 5
 
 
 # PS3.4 C.2.2.2.4: wildcard matching on a CS value is case-sensitive.
