@@ -586,16 +586,14 @@ def _shifted_time(time: Col, low: str | None, high: str | None, request_offset: 
                   stored_offset: str) -> Pred | None:
     """A time-of-day range of the request's zone in the entity's zone, wrapping midnight."""
     delta = _delta(request_offset, stored_offset)
-    day = datetime(2000, 1, 2)
 
     def move(value: str | None, default: str) -> datetime:
         return datetime.strptime("20000102" + (value or default), _NORMAL_DT) + delta
 
     start, end = move(low, "000000.000000"), move(high, "235959.999999")
     first, last = start.strftime("%H%M%S.%f"), end.strftime("%H%M%S.%f")
-    if start.date() == end.date() or (low is None and high is None):
-        return _between(time, first if low or start.date() != day.date() else None,
-                        last if high or end.date() != day.date() else None)
+    if start.date() == end.date():
+        return _between(time, first, last)
     return AnyOf((Compare(time, ">=", first), Compare(time, "<=", last)))
 
 

@@ -188,3 +188,19 @@ def test_sequence_match_is_post_filter() -> None:
     stored = '[{"00081155": {"vr": "UI", "Value": ["1.2.3"]}}]'
     assert sequence_matches(item, stored, True)
     assert not sequence_matches(item, stored.replace("1.2.3", "1.2.4"), True)
+
+
+# PS3.4 C.2.2.2.1.3: a time of the request's zone, moved to an entity's zone.
+def test_timezone_adjustment_moves_a_time_range() -> None:
+    (predicate,) = constraints([value("StudyTime", "-0200")], MatchOptions(timezone="-0200"))
+    assert isinstance(predicate, AnyOf)
+    zoned = predicate.items[1]
+    column = Col("STUDY", "study_time_norm")
+    assert zoned.for_offset("+0000") == All((  # type: ignore[union-attr]
+        Compare(column, ">=", "020000.000000"), Compare(column, "<=", "040059.999999")))
+    assert zoned.for_offset("-0500") == All((  # type: ignore[union-attr]
+        Compare(column, ">=", "210000.000000"), Compare(column, "<=", "230059.999999")))
+    assert zoned.for_offset("-0300") == AnyOf((  # wraps midnight  # type: ignore[union-attr]
+        Compare(column, ">=", "230000.000000"), Compare(column, "<=", "010059.999999")))
+    assert zoned.for_offset("")  == All((  # type: ignore[union-attr]
+        Compare(column, ">=", "000000.000000"), Compare(column, "<=", "020059.999999")))
