@@ -133,6 +133,10 @@ class Index:
         if not self.database.is_closed():
             self.database.close()
 
+    def analyze(self) -> None:
+        """Refresh the planner's statistics (after a bulk load: PostgreSQL plans go stale)."""
+        self.database.execute_sql("ANALYZE")
+
     def end_operation(self) -> None:
         """Return a pooled (PostgreSQL) connection after each operation; SQLite keeps its own."""
         if not is_sqlite(self.database):
