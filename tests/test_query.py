@@ -18,7 +18,7 @@ from pacs.services import Services, open_services
 from tests.conftest import BACKENDS
 from tests.conftest import test_settings as settings_for
 from tests.factory import make_dataset
-from tests.integration.test_find_support import bulk_index
+from tests.integration.find_support import bulk_index
 
 INSTANCES = 1200
 

@@ -13,7 +13,7 @@ from pydicom.data import get_charset_files, get_testdata_file
 
 from pacs.server import RunningServer
 from pacs.services import Services
-from tests.integration.test_find_support import find, module_server, query
+from tests.integration.find_support import find, module_server, query
 
 CHARSET_FILES = ["chrArab.dcm", "chrFren.dcm", "chrFrenMulti.dcm", "chrGerm.dcm",
                  "chrGreek.dcm", "chrH31.dcm", "chrH32.dcm", "chrHbrw.dcm", "chrI2.dcm",

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from pacs.server import RunningServer
 from tests.dcmtk import run_tool
-from tests.integration.test_find_support import module_server, populate_core, study_uid
+from tests.integration.find_support import module_server, populate_core, study_uid
 
 find_server = module_server(populate_core)
 

@@ -1,6 +1,6 @@
 """C-FIND matching (PS3.4 C.2.2.2) through pynetdicom's SCU, on each backend.
 
-The core data set (test_find_support) has, for each rule, entities that must match and
+The core data set (find_support) has, for each rule, entities that must match and
 entities that must not; every expectation is the exact set of entities.
 """
 
@@ -16,7 +16,7 @@ from pydicom.sequence import Sequence
 
 from pacs.server import RunningServer
 from tests.factory import make_dataset
-from tests.integration.test_find_support import (
+from tests.integration.find_support import (
     FindResult,
     find,
     module_server,

@@ -9,7 +9,7 @@ from pathlib import Path
 from pacs.server import RunningServer
 from pacs.services import Services
 from tests.factory import make_dataset
-from tests.integration.test_find_support import (
+from tests.integration.find_support import (
     find,
     module_server,
     populate_core,

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 
 from pacs.server import RunningServer
 from tests.factory import make_dataset
-from tests.integration.test_find_support import (
+from tests.integration.find_support import (
     STUDY_BY_LABEL,
     find,
     module_server,

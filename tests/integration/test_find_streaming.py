@@ -17,7 +17,7 @@ from pacs.server import RunningServer
 from pacs.services import Services
 from tests.dcmtk import run_tool
 from tests.factory import make_dataset
-from tests.integration.test_find_support import (
+from tests.integration.find_support import (
     bulk_index,
     find,
     module_server,

@@ -12,7 +12,7 @@ from pydicom.sequence import Sequence
 from pacs.access import AccessPolicy
 from pacs.config import Peer
 from pacs.server import RunningServer
-from tests.integration.test_find_support import (
+from tests.integration.find_support import (
     FindResult,
     find,
     module_server,

@@ -15,8 +15,8 @@ import pytest
 from pacs.server import RunningServer
 from tests.conftest import REPO, ServerProcess
 from tests.dcmtk import run_tool
-from tests.postgres import free_port
 from tests.factory import make_file
+from tests.postgres import free_port
 
 
 def _fields(caplog: pytest.LogCaptureFixture, operation: str) -> list[dict[str, object]]:
