@@ -199,6 +199,11 @@ class FindQuery:
             return self.compiler.count(derivation.child, derivation.parent)
         return self.compiler.collect(derivation.child, derivation.parent, derivation.column)
 
+    def sql(self) -> tuple[str, list[Any]]:
+        """The SELECT that `rows` runs, with its parameters (for EXPLAIN and logs)."""
+        sql, params = self._select(self.columns).order_by(MODELS[self.level].id).sql()
+        return sql, list(params)
+
     def _select(self, columns: Sequence[Any]) -> Any:
         query = _base(self.level, columns)
         return query.where(self.where) if self.where is not None else query

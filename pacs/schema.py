@@ -14,7 +14,7 @@ from playhouse import db_url
 
 from pacs.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 database_proxy = peewee.DatabaseProxy()
 
 # Columns filtered by most queries get a B-tree index; text search on the rest is rare.
@@ -141,11 +141,34 @@ def _add_text_columns(table: str, columns: tuple[str, ...]) -> Callable[[peewee.
     return step
 
 
+# Columns people search by prefix ("DOE*", "A123*"). On PostgreSQL a plain B-tree serves
+# LIKE 'x%' only under the C collation, so these get a text_pattern_ops index as well.
+# (SQLite's plain index serves a prefix LIKE because case_sensitive_like is on.)
+PATTERN_INDEXED = {
+    "patient": ("patient_id", "patient_name", "patient_name_folded"),
+    "study": ("accession_number", "study_id", "referring_physician_name_folded"),
+}
+
+
+def create_pattern_indexes(database: peewee.Database) -> None:
+    """The text_pattern_ops indexes of PATTERN_INDEXED, on PostgreSQL; nothing on SQLite."""
+    if is_sqlite(database):
+        return
+    for table, columns in PATTERN_INDEXED.items():
+        for column in columns:
+            database.execute_sql(
+                f'CREATE INDEX IF NOT EXISTS "{table}_{column}_pattern" '
+                f'ON "{table}" ("{column}" text_pattern_ops)'
+            )
+
+
 MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
     # C-FIND keys of PS3.4 Table C.6-4 and the source of Anatomic Regions in Study.
     2: _add_text_columns("instance", ("related_general_sop_class_uid",
                                       "specimen_description_sequence",
                                       "anatomic_region_sequence")),
+    # Prefix wildcards on names, IDs and accession numbers use an index on PostgreSQL.
+    3: create_pattern_indexes,
 }
 
 
@@ -167,6 +190,7 @@ def create_schema(database: peewee.Database) -> None:
         version = schema_version(database)
         if version is None:
             database.create_tables(MODELS, safe=True)
+            create_pattern_indexes(database)
             SchemaInfo.create(version=SCHEMA_VERSION)
             return
     if version < SCHEMA_VERSION:

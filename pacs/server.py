@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
@@ -42,6 +43,16 @@ from pacs.handlers.store import handle_echo, handle_store
 from pacs.services import Services
 
 log = logging.getLogger("pacs.server")
+
+# As acceptor, pynetdicom takes the first of OUR syntaxes that the requestor proposed.
+# Explicit VR Little Endian first and Implicit last: a modality offering both stores Explicit
+# (VRs kept), and C-GET storage contexts match how most instances are stored.
+STORAGE_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    *[s for s in ALL_TRANSFER_SYNTAXES
+      if s not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)],
+    ImplicitVRLittleEndian,
+]
 
 QUERY_RETRIEVE_CLASSES = (
     PatientRootQueryRetrieveInformationModelFind,
@@ -166,7 +177,7 @@ def build_ae(services: Services) -> AE:
     for context in AllStoragePresentationContexts:
         # scp_role/scu_role: accept the SCP/SCU role selection a C-GET SCU proposes.
         ae.add_supported_context(
-            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            context.abstract_syntax, STORAGE_SYNTAXES, scu_role=True, scp_role=True
         )
     for sop_class in QUERY_RETRIEVE_CLASSES:
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
@@ -210,8 +221,10 @@ def listen(
         address, ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
     )
     set_no_delay(server.socket)
+    # A short poll interval: shutdown waits for serve_forever to notice (0.5 s by default).
     thread = threading.Thread(
-        target=server.serve_forever, name=f"acceptor-{address[1]}", daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        name=f"acceptor-{address[1]}", daemon=True,
     )
     thread.start()
     # ae.shutdown() stops every server in this list.

@@ -14,8 +14,8 @@ import pytest
 
 from pacs.server import RunningServer
 from tests.dcmtk import run_tool
+from tests.integration.move_support import assert_same_instance, populate
 from tests.integration.test_move_dcmtk import CASES
-from tests.integration.test_move_support import assert_same_instance, populate
 
 
 def _getscu(server: RunningServer, model: str, keys: dict[str, str], folder: Path) -> str:

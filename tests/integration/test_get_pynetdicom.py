@@ -10,7 +10,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossl
 
 from pacs.server import RunningServer
 from tests.factory import CT_IMAGE_STORAGE, make_dataset
-from tests.integration.test_move_support import (
+from tests.integration.move_support import (
     LAYOUT,
     check_counts,
     get,

@@ -11,7 +11,7 @@ import pytest
 from pacs.config import RemoteAE
 from pacs.server import RunningServer
 from tests.dcmtk import run_tool
-from tests.integration.test_move_support import (
+from tests.integration.move_support import (
     LAYOUT,
     StoreSCP,
     fixture_storescp,

@@ -18,7 +18,7 @@ from pacs.config import RemoteAE
 from pacs.server import start_server
 from pacs.services import Services
 from tests.factory import make_dataset
-from tests.integration.test_move_support import (
+from tests.integration.move_support import (
     StoreSCP,
     fixture_storescp,
     identifier,

@@ -22,7 +22,7 @@ import pacs.handlers.retrieve as retrieve_handlers
 from pacs.config import Peer, RemoteAE
 from pacs.server import RunningServer
 from tests.factory import make_dataset
-from tests.integration.test_move_support import (
+from tests.integration.move_support import (
     LAYOUT,
     PATIENT_ROOT,
     Receiver,
