@@ -58,6 +58,8 @@ def _describe_failure(result: ClientResult) -> str:
         return f"timed out after {result.seconds:.0f} s"
     lines = [line for line in result.output.splitlines()
              if line.startswith(("E:", "F:", "W:"))]
+    if not lines:  # nothing flagged: the last words of the log say what happened
+        lines = [line for line in result.output.splitlines() if line.strip()]
     return f"exit {result.returncode}: " + " | ".join(lines[-3:])[:300]
 
 
