@@ -95,11 +95,30 @@ _RECORD_FIELDS = (
 )
 
 
+# Series row ids remembered between stores (a study arrives series by series), at most this many.
+_REMEMBERED_SERIES = 4096
+
+
+def instance_values(entry: IndexEntry, series_id: int) -> dict[str, Any]:
+    """The instance row of `entry` under the series row `series_id`."""
+    return {
+        **entry.instance,
+        "series": series_id,
+        "transfer_syntax_uid": entry.transfer_syntax_uid,
+        "file_path": entry.file_path,
+        "file_size": entry.file_size,
+        "file_sha256": entry.file_sha256,
+        "received_at": entry.received_at,
+        "source_ae": entry.source_ae,
+    }
+
+
 class Index:
     """The Patient -> Study -> Series -> Instance index in SQLite or PostgreSQL."""
 
     def __init__(self, url: str, create: bool = True):
         self.url = url
+        self._series_ids: dict[str, int] = {}
         try:
             self.database = open_database(url)
             if create:
@@ -159,50 +178,82 @@ class Index:
         created when missing; their attributes are those of the first instance seen.
         """
         try:
-            with self.write_transaction():
-                patient_id = self._ensure(
-                    Patient,
-                    {
-                        "patient_id": entry.patient.get("patient_id", ""),
-                        "issuer_of_patient_id": entry.patient.get("issuer_of_patient_id", ""),
-                    },
-                    entry.patient,
-                )
-                study_id = self._ensure(
-                    Study,
-                    {"study_instance_uid": entry.study["study_instance_uid"]},
-                    {**entry.study, "patient": patient_id},
-                )
-                series_id = self._ensure(
-                    Series,
-                    {"series_instance_uid": entry.series["series_instance_uid"]},
-                    {**entry.series, "study": study_id},
-                )
-                values = {
-                    **entry.instance,
-                    "series": series_id,
-                    "transfer_syntax_uid": entry.transfer_syntax_uid,
-                    "file_path": entry.file_path,
-                    "file_size": entry.file_size,
-                    "file_sha256": entry.file_sha256,
-                    "received_at": entry.received_at,
-                    "source_ae": entry.source_ae,
-                }
-                uid = entry.instance["sop_instance_uid"]
-                existing = (
-                    Instance.select(Instance.id, Instance.file_path)
-                    .where(Instance.sop_instance_uid == uid)
-                    .first()
-                )
-                if existing is not None:
-                    if not replace:
-                        return AddResult("kept", existing.file_path)
-                    Instance.update(values).where(Instance.id == existing.id).execute()
-                    return AddResult("replaced", existing.file_path)
-                Instance.insert(values).on_conflict_ignore().execute()
-                return AddResult("inserted")
+            try:
+                return self._add_instance(entry, replace)
+            except peewee.IntegrityError:
+                # A series deleted between the check and the insert: forget ids, try once more.
+                self._series_ids.clear()
+                return self._add_instance(entry, replace)
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index write failed: {exc}") from exc
+
+    def _add_instance(self, entry: IndexEntry, replace: bool) -> AddResult:
+        with self.write_transaction():
+            series_uid = entry.series["series_instance_uid"]
+            series_id = self._series_ids.get(series_uid)
+            if series_id is not None and not self._is_series(series_id, series_uid):
+                series_id = None  # deleted meanwhile, or its id reused (SQLite reuses rowids)
+            if series_id is None:
+                series_id = self._ensure_parents(entry)
+                if len(self._series_ids) > _REMEMBERED_SERIES:
+                    self._series_ids.clear()
+                self._series_ids[series_uid] = series_id
+            values = instance_values(entry, series_id)
+            uid = entry.instance["sop_instance_uid"]
+            existing = (
+                Instance.select(Instance.id, Instance.file_path)
+                .where(Instance.sop_instance_uid == uid)
+                .first()
+            )
+            if existing is not None:
+                if not replace:
+                    return AddResult("kept", existing.file_path)
+                Instance.update(values).where(Instance.id == existing.id).execute()
+                return AddResult("replaced", existing.file_path)
+            Instance.insert(values).on_conflict_ignore().execute()
+            return AddResult("inserted")
+
+    def _is_series(self, series_id: int, series_uid: str) -> bool:
+        # Plain SQL: this runs on every store, and compiling a peewee query costs more.
+        mark = self.database.param
+        cursor = self.database.execute_sql(
+            f"SELECT 1 FROM series WHERE id = {mark} AND series_instance_uid = {mark}",
+            (series_id, series_uid),
+        )
+        return cursor.fetchone() is not None
+
+    def _ensure_parents(self, entry: IndexEntry) -> int:
+        """The series row id of `entry`, creating its patient, study and series when missing."""
+        patient_id = self._ensure(
+            Patient,
+            {
+                "patient_id": entry.patient.get("patient_id", ""),
+                "issuer_of_patient_id": entry.patient.get("issuer_of_patient_id", ""),
+            },
+            entry.patient,
+        )
+        study_id = self._ensure(
+            Study,
+            {"study_instance_uid": entry.study["study_instance_uid"]},
+            {**entry.study, "patient": patient_id},
+        )
+        return self._ensure(
+            Series,
+            {"series_instance_uid": entry.series["series_instance_uid"]},
+            {**entry.series, "study": study_id},
+        )
+
+    def stored_file(self, sop_instance_uid: str) -> tuple[str, int] | None:
+        """(relative path, size) of an indexed instance, or None: the cheap duplicate check."""
+        try:
+            return (
+                Instance.select(Instance.file_path, Instance.file_size)
+                .where(Instance.sop_instance_uid == sop_instance_uid)
+                .tuples()
+                .first()
+            )
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
 
     def add_instances_bulk(self, entries: Iterable[IndexEntry], batch_size: int = 2000) -> int:
         """Index many instances fast (benchmarks, migrations): batches of one transaction each.
@@ -234,13 +285,7 @@ class Index:
                         parents[series_key] = self._ensure(
                             Series, {"series_instance_uid": series_key[1]},
                             {**entry.series, "study": parents[study_key]})
-                    rows.append({
-                        **entry.instance, "series": parents[series_key],
-                        "transfer_syntax_uid": entry.transfer_syntax_uid,
-                        "file_path": entry.file_path, "file_size": entry.file_size,
-                        "file_sha256": entry.file_sha256, "received_at": entry.received_at,
-                        "source_ae": entry.source_ae,
-                    })
+                    rows.append(instance_values(entry, parents[series_key]))
                 for start in range(0, len(rows), 200):
                     Instance.insert_many(rows[start:start + 200]).on_conflict_ignore().execute()
             batch.clear()
@@ -475,16 +520,7 @@ class Index:
         )
         old_study = Series.get_by_id(series_id).study_id
         Series.update(series_values).where(Series.id == series_id).execute()
-        values = {
-            **entry.instance,
-            "series": series_id,
-            "transfer_syntax_uid": entry.transfer_syntax_uid,
-            "file_path": entry.file_path,
-            "file_size": entry.file_size,
-            "file_sha256": entry.file_sha256,
-            "received_at": entry.received_at,
-            "source_ae": entry.source_ae,
-        }
+        values = instance_values(entry, series_id)
         uid = entry.instance["sop_instance_uid"]
         existing = (
             Instance.select(Instance.id, Instance.series, Instance.file_path)

@@ -161,7 +161,7 @@ class Ingestor:
             if self.duplicates == "keep":
                 log.info("duplicate %s from %s: kept the first copy", sop_instance, source_ae)
                 return StoreResult("duplicate", sop_class, sop_instance, study_uid, series_uid,
-                                   existing.file_path, existing.file_size)
+                                   *existing)
             if self.duplicates == "reject":
                 raise DicomError(
                     StoreStatus.DUPLICATE_SOP_INSTANCE, "SOP Instance UID is already stored"
@@ -199,9 +199,9 @@ class Ingestor:
         return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid,
                            stored.relative_path, stored.size)
 
-    def _existing(self, sop_instance_uid: str):  # noqa: ANN202 - InstanceRecord | None
+    def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
         try:
-            return self.index.get_instance(sop_instance_uid)
+            return self.index.stored_file(sop_instance_uid)
         except IndexUnavailable as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"index unavailable: {exc}") from None
 

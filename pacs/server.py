@@ -24,6 +24,7 @@ from pynetdicom import (
     _config,
     evt,
 )
+from pynetdicom import association as _association_module
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -67,6 +68,26 @@ QUERY_RETRIEVE_CLASSES = (
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Log the association's identity, not every PDU.
 _config.LOG_HANDLER_LEVEL = "none"
+
+# pynetdicom's two threads per association poll: the DUL sleeps 1 ms whenever it finds
+# nothing to do, the association's reactor 1 ms on every loop, and every DIMSE message waits
+# for each once. Measured with storescu and a do-nothing handler: 277 -> 450 instances/s at
+# 0.1 ms. 0.2 ms keeps an idle association's wake-ups (and CPU) modest.
+POLL_DELAY = 0.0002
+
+
+class _ShortPolls:
+    """Stands in for `time` in pynetdicom.association, shortening its 1 ms reactor poll."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(POLL_DELAY if seconds == 0.001 else seconds)
+
+
+_association_module.time = _ShortPolls()  # type: ignore[assignment]
 
 # The largest PDU a peer may send us. pynetdicom trusts the length field and keeps reading
 # as long as the peer sends, so an absurd length would grow memory without bound.
@@ -115,6 +136,7 @@ for _name in ("pynetdicom.dul", "pynetdicom.transport", "pynetdicom.acse"):
 def _on_connection_open(event: Any) -> None:
     transport = getattr(event.assoc.dul, "socket", None)
     set_no_delay(getattr(transport, "socket", None))
+    event.assoc.dul._run_loop_delay = POLL_DELAY
 
 
 def _on_association_end(event: Any, services: Services) -> None:
