@@ -39,3 +39,29 @@ def run_tool(name: str, args: Sequence[str], timeout: float = 120,
         raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout}\n"
                              f"{result.stderr}")
     return result
+
+
+class StorescuProgress:
+    """Reads storescu -v output line by line: which files were sent, which got Success."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.acknowledged: list[str] = []
+        self._current: str | None = None
+
+    def feed(self, line: str) -> None:
+        """Take one line of storescu -v output."""
+        if "Sending file: " in line:
+            self._current = line.split("Sending file: ", 1)[1].strip()
+            self.sent.append(self._current)
+        elif self._current and "Received Store Response (Success)" in line:
+            self.acknowledged.append(self._current)
+            self._current = None
+
+    @classmethod
+    def of(cls, output: str) -> StorescuProgress:
+        """The progress a whole storescu -v output shows."""
+        progress = cls()
+        for line in output.splitlines():
+            progress.feed(line)
+        return progress

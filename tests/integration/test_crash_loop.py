@@ -3,7 +3,6 @@ archive whose every acknowledged instance is there, readable, and indexed with i
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pydicom
 from pacs.config import Settings
 from pacs.services import open_services
 from tests.conftest import REPO, ServerProcess
-from tests.dcmtk import dcmtk_env, require_tool
+from tests.dcmtk import StorescuProgress, dcmtk_env, require_tool
 from tests.factory import make_file
 
 CYCLES = 20
@@ -33,24 +32,19 @@ def _stream_and_kill(server: ServerProcess, files: list[Path], after: int,
     client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=dcmtk_env())
     assert client.stdout is not None
-    acknowledged: list[Path] = []
-    current: str | None = None
+    progress = StorescuProgress()
     deadline = time.monotonic() + 60
     killed = False
     for line in client.stdout:
-        sent = re.search(r"Sending file: (.+)$", line)
-        if sent:
-            current = sent.group(1)
-        elif current and "Received Store Response (Success)" in line:
-            acknowledged.append(Path(current))
-            current = None
-        if not killed and (len(acknowledged) >= after or time.monotonic() > deadline):
+        progress.feed(line)
+        if not killed and (len(progress.acknowledged) >= after
+                           or time.monotonic() > deadline):
             time.sleep(delay)  # 0 to 8 ms: between stores, mid-transfer, mid-indexing
             server.kill()
             killed = True
     client.wait(timeout=60)
     server.kill()
-    return acknowledged
+    return [Path(sent) for sent in progress.acknowledged]
 
 
 def _pacs(*arguments: str) -> subprocess.CompletedProcess[str]:

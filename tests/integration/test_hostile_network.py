@@ -87,12 +87,15 @@ def test_malformed_associate_request_is_aborted(
 def test_half_open_connection_is_freed_after_the_timeout(
     server_factory: Callable[..., RunningServer],
 ) -> None:
+    # A peer that connects and never sends an A-ASSOCIATE-RQ: the ARTIM/ACSE timer (1 s here)
+    # closes it; _answer raises socket.timeout (20 s) if the server never does.
     server = server_factory(acse_timeout=1, network_timeout=1)
     connection = _raw(server)
     started = time.monotonic()
-    assert _answer(connection) in (b"", bytes([A_ABORT])) or True
+    answer = _answer(connection)
+    assert answer in (b"", ) or answer[0] == A_ABORT
     assert time.monotonic() - started < 15
-    assert server.ae.active_associations == [] or _still_serving(server)
+    assert _still_serving(server)
 
 
 def test_silence_mid_transfer_aborts_and_discards_the_partial_instance(

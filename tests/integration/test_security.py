@@ -186,3 +186,15 @@ def test_plain_connection_to_the_tls_port_fails(
     host, port = server.tls_address or ("", 0)
     assert run_tool("echoscu", ["-aec", "MINIPACS", host, str(port)], timeout=60).returncode != 0
     assert _echo(server).returncode == 0  # and the plain port still works beside it
+
+
+def test_tls_only_listens_on_no_plain_port(
+    server_factory: Callable[..., RunningServer], certificates: dict[str, Path]
+) -> None:
+    server = _tls_server(server_factory, certificates, tls_only=True)
+    host, port = server.tls_address or ("", 0)
+    assert server.address == (host, port)  # the one listener is the TLS one
+    assert run_tool("echoscu", [*_tls_client(certificates), "-aec", "MINIPACS", host,
+                                str(port)]).returncode == 0
+    assert run_tool("echoscu", ["-aec", "MINIPACS", host, str(port)],
+                    timeout=60).returncode != 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,21 +12,8 @@ import pydicom
 from pacs.config import Settings
 from pacs.services import open_services
 from tests.conftest import ServerProcess
-from tests.dcmtk import dcmtk_env, require_tool
+from tests.dcmtk import StorescuProgress, dcmtk_env, require_tool
 from tests.factory import make_file
-
-
-def _acknowledged(log: str) -> list[str]:
-    """Files storescu saw answered with Success, from its -v output."""
-    done, current = [], None
-    for line in log.splitlines():
-        sent = re.search(r"Sending file: (.+)$", line)
-        if sent:
-            current = sent.group(1)
-        elif current and "Received Store Response (Success)" in line:
-            done.append(current)
-            current = None
-    return done
 
 
 def _kill_while_storing(server: ServerProcess, files: list[Path], after: int) -> list[str]:
@@ -37,16 +23,17 @@ def _kill_while_storing(server: ServerProcess, files: list[Path], after: int) ->
     client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=dcmtk_env())
     assert client.stdout is not None
-    lines: list[str] = []
+    progress = StorescuProgress()
     deadline = time.monotonic() + 120
     for line in client.stdout:
-        lines.append(line)
-        if len(_acknowledged("".join(lines))) >= after or time.monotonic() > deadline:
+        progress.feed(line)
+        if len(progress.acknowledged) >= after or time.monotonic() > deadline:
             server.kill()
             break
-    lines.extend(client.stdout.read().splitlines(keepends=True))
+    for line in client.stdout.read().splitlines():
+        progress.feed(line)
     client.wait(timeout=60)
-    return _acknowledged("".join(lines))
+    return progress.acknowledged
 
 
 # DESIGN rule 2 / issue #2: Success means on disk and in the index the moment it is sent.

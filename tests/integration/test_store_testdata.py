@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import warnings
 from collections import defaultdict
@@ -18,7 +17,7 @@ from pacs.encoding import has_part10_prefix, read_layout
 from pacs.server import RunningServer
 from pacs.status import StoreStatus
 from tests.conftest import scu
-from tests.dcmtk import run_tool
+from tests.dcmtk import StorescuProgress, run_tool
 
 STORAGE_CLASSES = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
 # Broken on purpose in pydicom's test data: the structural walk must refuse them.
@@ -107,20 +106,6 @@ def test_every_testdata_file_gets_its_status_and_is_stored_as_sent(
     assert len(syntaxes) >= 10, sorted(UID(s).name for s in syntaxes)
 
 
-def _parse_storescu_log(log: str) -> dict[str, bool]:
-    """{file name: stored with Success} from storescu -v output."""
-    outcome: dict[str, bool] = {}
-    current = None
-    for line in log.splitlines():
-        sent = re.search(r"Sending file: (.+)$", line)
-        if sent:
-            current = Path(sent.group(1)).name
-            outcome[current] = False
-        elif current and "Received Store Response (Success)" in line:
-            outcome[current] = True
-    return outcome
-
-
 # PS3.4 B.2.3: a real modality's SCU, DCMTK storescu, storing each syntax it can propose.
 def test_storescu_stores_testdata_in_each_syntax_it_can_propose(
     server: RunningServer, tmp_path: Path
@@ -139,10 +124,10 @@ def test_storescu_stores_testdata_in_each_syntax_it_can_propose(
             shutil.copy(path, folder / path.name)
         result = run_tool("storescu", ["-v", "-nh", "+sd", option, "-aec", "MINIPACS",
                                        host, str(port), str(folder)])
-        for name, success in _parse_storescu_log(result.stdout + result.stderr).items():
-            if success:
-                stored.setdefault(str(pydicom.dcmread(folder / name, force=True)
-                                      .SOPInstanceUID), folder / name)
+        for sent in StorescuProgress.of(result.stdout + result.stderr).acknowledged:
+            name = Path(sent).name
+            stored.setdefault(str(pydicom.dcmread(folder / name, force=True).SOPInstanceUID),
+                              folder / name)
     assert len(stored) >= 90
     for uid, path in stored.items():
         record = server.services.index.get_instance(uid)
