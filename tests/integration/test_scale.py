@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Callable
@@ -117,3 +118,40 @@ def test_same_instance_through_two_processes_yields_one_row_and_one_file(
     finally:
         second.kill()
     assert _count(first.storage, database_url) == (30, 30)
+
+
+# Issue #5: stored through one process, found and moved through the other at once.
+def test_instance_stored_through_one_process_is_found_and_moved_through_the_other(
+    server_process: Callable[..., ServerProcess], tmp_path: Path, database_url: str
+) -> None:
+    from tests.integration.move_support import StoreSCP
+
+    destination = StoreSCP(tmp_path / "received")
+    try:
+        first = server_process(folder=tmp_path)
+        second_folder = tmp_path / "second"
+        second_folder.mkdir()
+        second = ServerProcess(second_folder, database_url,
+                               "--remote", f"DEST@127.0.0.1:{destination.port}",
+                               storage=first.storage).start()
+        try:
+            files = [make_file(tmp_path / "in", patient_id="SHARED", instance=n)
+                     for n in range(5)]
+            stored = run_tool("storescu", ["-aec", "MINIPACS", "127.0.0.1", str(first.port),
+                                           *map(str, files)])
+            assert stored.returncode == 0, stored.stderr
+            found = run_tool("findscu", ["-S", "-aec", "MINIPACS", "-k",
+                                         "QueryRetrieveLevel=STUDY", "-k", "PatientID=SHARED",
+                                         "-k", "NumberOfStudyRelatedInstances",
+                                         "127.0.0.1", str(second.port)])
+            assert "NumberOfStudyRelatedInstances" in found.stdout + found.stderr
+            assert re.search(r"IS \[5 ?\]", found.stdout + found.stderr)
+            moved = run_tool("movescu", ["-S", "-aec", "MINIPACS", "-aem", "DEST", "-k",
+                                         "QueryRetrieveLevel=PATIENT", "-k", "PatientID=SHARED",
+                                         "127.0.0.1", str(second.port)])
+            assert moved.returncode == 0, moved.stdout + moved.stderr
+            assert len(destination.received()) == 5
+        finally:
+            second.kill()
+    finally:
+        destination.stop()
