@@ -146,7 +146,7 @@ def test_instance_stored_through_one_process_is_found_and_moved_through_the_othe
                                          "127.0.0.1", str(second.port)])
             assert "NumberOfStudyRelatedInstances" in found.stdout + found.stderr
             assert re.search(r"IS \[5 ?\]", found.stdout + found.stderr)
-            moved = run_tool("movescu", ["-S", "-aec", "MINIPACS", "-aem", "DEST", "-k",
+            moved = run_tool("movescu", ["-P", "-aec", "MINIPACS", "-aem", "DEST", "-k",
                                          "QueryRetrieveLevel=PATIENT", "-k", "PatientID=SHARED",
                                          "127.0.0.1", str(second.port)])
             assert moved.returncode == 0, moved.stdout + moved.stderr
