@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,30 +198,16 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(total: int) -> Callable[[int], None] | None:
-    if not sys.stderr.isatty() or total == 0:
-        return None
-
-    def show(done: int) -> None:
-        width = 40
-        filled = width * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
-
-
 def run_import(services: Services, paths: Sequence[Path]) -> int:
     """Import files and folders; print a summary. Exit 1 when any DICOM file was rejected."""
+    from pacs.cli_operations import progress_bar
     from pacs.ingest import import_files, iter_files
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise ConfigError(f"import: {missing[0]} does not exist")
     total = sum(1 for _ in iter_files(paths)) if sys.stderr.isatty() else 0
-    summary = import_files(services.ingestor, paths, _progress_printer(total))
+    summary = import_files(services.ingestor, paths, progress_bar(total))
     print(f"stored: {summary.stored}")
     print(f"duplicates: {summary.duplicates}")
     print(f"not DICOM (skipped): {summary.not_dicom}")

@@ -67,7 +67,8 @@ def add_operation_commands(
     remover.set_defaults(handler=run_delete)
 
 
-def _progress(total: int) -> Callable[[int], None] | None:
+def progress_bar(total: int) -> Callable[[int], None] | None:
+    """A progress bar on stderr when it is a terminal (redrawn at most ~500 times)."""
     if not sys.stderr.isatty() or total == 0:
         return None
 
@@ -123,7 +124,7 @@ def run_reindex(services: Services, arguments: argparse.Namespace) -> int:
     archive = services.archive
     total = sum(1 for _ in archive.iter_files()) if sys.stderr.isatty() else 0
     try:
-        summary = reindex(archive, services.index, _progress(total))
+        summary = reindex(archive, services.index, progress_bar(total))
     except OperationError as exc:
         print(f"pacs: error: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
@@ -21,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ImplicitVRLittleEndian
 
-from pacs.archive import Archive, ArchiveError, is_valid_uid
+from pacs.archive import Archive, ArchiveError, StoredFile, is_valid_uid
 from pacs.dictionary import (
     IMAGE,
     PATIENT,
@@ -99,6 +100,25 @@ def column_values(dataset: Dataset, attributes: Iterable[StoredAttribute]) -> di
     return columns
 
 
+def index_entry(dataset: Dataset, transfer_syntax_uid: str, stored: StoredFile,
+                source_ae: str, received_at: datetime | None = None) -> IndexEntry:
+    """What the index keeps of a stored file: its columns at every level and the file."""
+    entry = IndexEntry(
+        patient=column_values(dataset, stored_attributes(PATIENT)),
+        study=column_values(dataset, stored_attributes(STUDY)),
+        series=column_values(dataset, stored_attributes(SERIES)),
+        instance=column_values(dataset, stored_attributes(IMAGE)),
+        transfer_syntax_uid=transfer_syntax_uid,
+        file_path=stored.relative_path,
+        file_size=stored.size,
+        file_sha256=stored.sha256,
+        source_ae=source_ae,
+    )
+    if received_at is not None:
+        entry.received_at = received_at
+    return entry
+
+
 def _required_uid(dataset: Dataset, keyword: str) -> str:
     value = uid_text(dataset.get(keyword, ""))
     if not value:
@@ -173,17 +193,7 @@ class Ingestor:
         except ArchiveError as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES, str(exc)) from None
 
-        entry = IndexEntry(
-            patient=column_values(dataset, stored_attributes(PATIENT)),
-            study=column_values(dataset, stored_attributes(STUDY)),
-            series=column_values(dataset, stored_attributes(SERIES)),
-            instance=column_values(dataset, stored_attributes(IMAGE)),
-            transfer_syntax_uid=layout.transfer_syntax,
-            file_path=stored.relative_path,
-            file_size=stored.size,
-            file_sha256=stored.sha256,
-            source_ae=source_ae,
-        )
+        entry = index_entry(dataset, layout.transfer_syntax, stored, source_ae)
         try:
             added = self.index.add_instance(entry, replace=self.duplicates == "replace")
         except IndexUnavailable as exc:

@@ -38,7 +38,6 @@ from pacs.archive import (
     move_file,
     trash_root,
 )
-from pacs.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
 from pacs.encoding import (
     FileLayout,
     MalformedDataset,
@@ -48,7 +47,7 @@ from pacs.encoding import (
     uid_text,
 )
 from pacs.index import Index, IndexEntry, InstanceRecord
-from pacs.ingest import INDEX_TAGS, column_values
+from pacs.ingest import INDEX_TAGS, index_entry
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +162,8 @@ def adopt(archive: Archive, index: Index, relative: str, apply: bool,
     if not apply:
         return Adoption("ready", "would be re-indexed", previous=existing)
     stored = adopt_file(archive, relative, canonical)
-    entry = IndexEntry(
-        patient=column_values(dataset, stored_attributes(PATIENT)),
-        study=column_values(dataset, stored_attributes(STUDY)),
-        series=column_values(dataset, stored_attributes(SERIES)),
-        instance=column_values(dataset, stored_attributes(IMAGE)),
-        transfer_syntax_uid=layout.transfer_syntax,
-        file_path=stored.relative_path,
-        file_size=stored.size,
-        file_sha256=stored.sha256,
-        source_ae=source_ae,
+    entry = index_entry(
+        dataset, layout.transfer_syntax, stored, source_ae,
         received_at=datetime.fromtimestamp(archive.absolute(canonical).stat().st_mtime, UTC),
     )
     moved = f"re-indexed, moved from {relative}" if relative != canonical else "re-indexed"
