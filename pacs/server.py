@@ -230,6 +230,17 @@ class ReusePortAssociationServer(ThreadedAssociationServer):
         super().server_bind()
 
 
+class SharedContexts(list):  # type: ignore[type-arg]
+    """The server's supported contexts, shared read-only by every association.
+
+    pynetdicom deep-copies them for each association (170 storage classes x 45 transfer
+    syntaxes): 44 ms of a 50 ms association set-up, measured. Negotiation only reads them.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
+        return self
+
+
 def listen(
     ae: AE,
     address: tuple[str, int],
@@ -242,6 +253,7 @@ def listen(
     server = ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
     )
+    server.contexts = SharedContexts(server.contexts)
     set_no_delay(server.socket)
     # A short poll interval: shutdown waits for serve_forever to notice (0.5 s by default).
     thread = threading.Thread(
