@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +27,8 @@ from pacs.query import FindQuery
 from pacs.server import RunningServer, start_server
 from pacs.services import open_services
 from pacs.status import DicomError, FindStatus
-from tests.conftest import scu, test_settings
+from tests.conftest import scu
+from tests.conftest import test_settings as settings_for_tests
 from tests.test_index import _entry
 
 # One key per VR the matching treats differently, at the level it lives at (Study Root).
@@ -99,7 +99,7 @@ def test_any_value_in_any_form_gives_a_status_or_rows_never_an_exception(
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("hostile-server")
-    services = open_services(test_settings(folder / "archive",
+    services = open_services(settings_for_tests(folder / "archive",
                                            f"sqlite:///{folder}/index.sqlite"))
     running = start_server(services)
     yield running
@@ -128,7 +128,3 @@ def test_hostile_values_over_a_real_association_get_a_final_status(
     assert statuses[-1] in (0x0000, *PASSING), hex(statuses[-1])
     with socket.create_connection((host, port), timeout=5):
         pass  # and the server still accepts connections
-
-
-def test_module_data_is_there(index: Index, tmp_path: Path) -> None:
-    assert index.stats().instances == 16

@@ -80,3 +80,17 @@ def set_no_delay(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+def wait_until_sent(event: Any, timeout: float = 10.0) -> None:
+    """Wait until our earlier responses have left, so a C-CANCEL can be read between them.
+
+    pynetdicom's DUL thread sends queued messages before it reads the socket: while a handler
+    keeps its queue full, a C-CANCEL sits unread until every response is out.
+    """
+    outgoing = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
+    if outgoing is None:
+        return
+    deadline = time.monotonic() + timeout
+    while not outgoing.empty() and time.monotonic() < deadline:
+        time.sleep(0.0001)

@@ -21,6 +21,7 @@ from pacs.handlers.common import (
     record_operation,
     require_permission,
     status_dataset,
+    wait_until_sent,
 )
 from pacs.identifier import build_response, parse_request, response_keys
 from pacs.index import IndexUnavailable
@@ -132,6 +133,7 @@ def _find(event: Any, services: Services,
                              f"more than {cap} matches; narrow the query")
         status = int(request.pending_status)
         for row in query.rows():
+            wait_until_sent(event)
             if event.is_cancelled:
                 log.info("C-FIND from %s cancelled after %d matches", peer(event),
                          fields["matches"])
