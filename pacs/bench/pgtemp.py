@@ -98,10 +98,11 @@ class Databases:
 class TemporaryCluster:
     """A PostgreSQL cluster in a temp folder on 127.0.0.1 and a free port; `stop` removes it.
 
-    Durability settings are the server defaults (fsync on), as a deployment would run.
+    `durable` keeps the server defaults (fsync on), as a deployment would run and as the
+    benchmark measures; the test suite turns it off for speed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = True) -> None:
         binaries = server_binaries()
         if binaries is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed "
@@ -114,9 +115,11 @@ class TemporaryCluster:
         if self._as_root:
             shutil.chown(self.folder, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "-E", "UTF8", "--locale=C.UTF-8")
+                  "-E", "UTF8", "--locale=C.UTF-8", *([] if durable else ["--no-sync"]))
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.folder} -c max_connections=300")
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
                   "-t", "60", "-o", options, "start")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
