@@ -19,6 +19,7 @@ from pacs.cli import configure_pydicom
 from pacs.config import Settings
 from pacs.server import RunningServer, start_server
 from pacs.services import Services, open_services
+from tests.dcmtk import StorescuProgress, dcmtk_env, require_tool
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,6 +159,31 @@ class ServerProcess:
             time.sleep(0.05)
         self.port = int(ready.read_text().split()[1])
         return self
+
+    def kill_while_storing(self, files: Sequence[Path], after: int, delay: float = 0.0,
+                           timeout: float = 120) -> list[Path]:
+        """storescu `files` to this server; SIGKILL it `delay` s after `after` Successes.
+
+        Returns the files storescu saw answered with Success (it names each file it sends).
+        """
+        command = [require_tool("storescu"), "-v", "-aec", "MINIPACS", "127.0.0.1",
+                   str(self.port), *map(str, files)]
+        client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, env=dcmtk_env())
+        assert client.stdout is not None
+        progress = StorescuProgress()
+        deadline = time.monotonic() + timeout
+        killed = False
+        for line in client.stdout:
+            progress.feed(line)
+            if not killed and (len(progress.acknowledged) >= after
+                               or time.monotonic() > deadline):
+                time.sleep(delay)
+                self.kill()
+                killed = True
+        client.wait(timeout=60)
+        self.kill()
+        return [Path(sent) for sent in progress.acknowledged]
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

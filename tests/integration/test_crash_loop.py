@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,37 +13,10 @@ import pydicom
 from pacs.config import Settings
 from pacs.services import open_services
 from tests.conftest import REPO, ServerProcess
-from tests.dcmtk import StorescuProgress, dcmtk_env, require_tool
 from tests.factory import make_file
 
 CYCLES = 20
 FILES_PER_CYCLE = 40
-
-
-def _stream_and_kill(server: ServerProcess, files: list[Path], after: int,
-                     delay: float) -> list[Path]:
-    """storescu `files` to the server; SIGKILL it `delay` s after `after` Success responses.
-
-    Returns the files answered with Success (storescu -v names each file it sends).
-    """
-    command = [require_tool("storescu"), "-v", "-aec", "MINIPACS", "127.0.0.1",
-               str(server.port), *map(str, files)]
-    client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=dcmtk_env())
-    assert client.stdout is not None
-    progress = StorescuProgress()
-    deadline = time.monotonic() + 60
-    killed = False
-    for line in client.stdout:
-        progress.feed(line)
-        if not killed and (len(progress.acknowledged) >= after
-                           or time.monotonic() > deadline):
-            time.sleep(delay)  # 0 to 8 ms: between stores, mid-transfer, mid-indexing
-            server.kill()
-            killed = True
-    client.wait(timeout=60)
-    server.kill()
-    return [Path(sent) for sent in progress.acknowledged]
 
 
 def _pacs(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -64,8 +36,9 @@ def test_twenty_kills_mid_stream_then_verify_repair_leaves_a_clean_archive(
         files = [make_file(tmp_path / "in" / str(cycle), patient_id=f"C{cycle % 4}",
                            study=f"ST{cycle}", series=f"SE{n % 2}", instance=n,
                            rows=size, columns=size) for n in range(FILES_PER_CYCLE)]
-        acknowledged += _stream_and_kill(server, files, after=5 + cycle % 10,
-                                         delay=0.002 * (cycle % 5))
+        # 0 to 8 ms after the acknowledgement: between stores, mid-transfer, mid-indexing.
+        acknowledged += server.kill_while_storing(files, after=5 + cycle % 10,
+                                                  delay=0.002 * (cycle % 5))
     server.start()
     assert server.terminate() == 0
     assert len(acknowledged) >= CYCLES * 5

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,28 +10,7 @@ import pydicom
 from pacs.config import Settings
 from pacs.services import open_services
 from tests.conftest import ServerProcess
-from tests.dcmtk import StorescuProgress, dcmtk_env, require_tool
 from tests.factory import make_file
-
-
-def _kill_while_storing(server: ServerProcess, files: list[Path], after: int) -> list[str]:
-    """Run storescu over `files`; SIGKILL the server after `after` acknowledgements."""
-    command = [require_tool("storescu"), "-v", "-aec", "MINIPACS", "127.0.0.1",
-               str(server.port), *map(str, files)]
-    client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=dcmtk_env())
-    assert client.stdout is not None
-    progress = StorescuProgress()
-    deadline = time.monotonic() + 120
-    for line in client.stdout:
-        progress.feed(line)
-        if len(progress.acknowledged) >= after or time.monotonic() > deadline:
-            server.kill()
-            break
-    for line in client.stdout.read().splitlines():
-        progress.feed(line)
-    client.wait(timeout=60)
-    return progress.acknowledged
 
 
 # DESIGN rule 2 / issue #2: Success means on disk and in the index the moment it is sent.
@@ -43,7 +20,7 @@ def test_sigkill_during_storescu_loses_no_acknowledged_instance(
     files = [make_file(tmp_path / "in", patient_id=f"K{n % 3}", study=f"ST{n % 5}",
                        instance=n, rows=128, columns=128) for n in range(150)]
     server = server_process()
-    acknowledged = _kill_while_storing(server, files, after=40)
+    acknowledged = server.kill_while_storing(files, after=40)
     assert len(acknowledged) >= 40
     assert len(acknowledged) < len(files), "the kill came too late to test anything"
 
