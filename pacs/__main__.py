@@ -1,5 +1,5 @@
 """`python -m pacs` runs the command line."""
 
-from pacs.cli import main
+from pacs.cli.main import main
 
 raise SystemExit(main())

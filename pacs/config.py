@@ -1,7 +1,8 @@
 """Settings: built-in defaults < config/pacs.toml < PACS_* environment < command-line flags.
 
-Lowest layer: standard library only. Every setting is validated here; a bad one raises
-`ConfigError` with one line that names it and where it came from.
+Room: config, beside services/; standard library only, imported by services/ and the faces.
+Every setting is validated here; a bad one raises `ConfigError` with one line that names it and
+where it came from.
 """
 
 from __future__ import annotations

@@ -31,13 +31,13 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pynetdicom import AE  # noqa: E402
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # noqa: E402
 
-from pacs.cli import configure_pydicom  # noqa: E402
+from pacs.cli.main import configure_pydicom  # noqa: E402
 from pacs.config import Settings  # noqa: E402
-from pacs.handlers.common import set_no_delay  # noqa: E402
-from pacs.schema import Instance, Patient, Series, Study  # noqa: E402
-from pacs.server import start_server  # noqa: E402
-from pacs.services import Services, open_services  # noqa: E402
-from pacs.values import fold_name, normalize_time  # noqa: E402
+from pacs.dimse.events import set_no_delay  # noqa: E402
+from pacs.dimse.server import start_server  # noqa: E402
+from pacs.index.schema import Instance, Patient, Series, Study  # noqa: E402
+from pacs.model.values import fold_name, normalize_time  # noqa: E402
+from pacs.services.context import Services, open_services  # noqa: E402
 
 SURNAMES = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS",
             "RODRIGUEZ", "MARTINEZ", "HERNANDEZ", "LOPEZ", "GONZALEZ", "WILSON", "ANDERSON",

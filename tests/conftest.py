@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from pynetdicom import AE, _config
 
-from pacs.cli import configure_pydicom
+from pacs.cli.main import configure_pydicom
 from pacs.config import Settings
-from pacs.server import RunningServer, start_server
-from pacs.services import Services, open_services
+from pacs.dimse.server import RunningServer, start_server
+from pacs.services.context import Services, open_services
 from tests.dcmtk import StorescuProgress, dcmtk_env, require_tool
 from tests.postgres import PostgresServer
 

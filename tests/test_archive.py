@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pacs.archive import Archive, ArchiveError, is_valid_uid
+from pacs.archive.files import Archive, ArchiveError, is_valid_uid
 
 
 @pytest.mark.parametrize(

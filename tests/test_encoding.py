@@ -8,7 +8,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from pacs.encoding import MalformedDataset, check_structure, read_layout
+from pacs.archive.encoding import MalformedDataset, check_structure, read_layout
 from tests.factory import make_file
 
 

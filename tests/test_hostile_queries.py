@@ -19,14 +19,15 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from pacs.identifier import parse_request, response_keys
-from pacs.index import Index
-from pacs.levels import STUDY_ROOT
-from pacs.matching import MatchOptions, constraints
-from pacs.query import FindQuery
-from pacs.server import RunningServer, start_server
-from pacs.services import open_services
-from pacs.status import DicomError, FindStatus
+from pacs.dimse.server import RunningServer, start_server
+from pacs.index.database import Index
+from pacs.index.query import FindQuery
+from pacs.model.identifier import parse_request, response_keys
+from pacs.model.levels import STUDY_ROOT
+from pacs.model.matching import constraints
+from pacs.model.predicates import MatchOptions
+from pacs.model.status import DicomError, FindStatus
+from pacs.services.context import open_services
 from tests.conftest import scu
 from tests.conftest import test_settings as settings_for_tests
 from tests.test_index import _entry

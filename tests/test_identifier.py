@@ -12,9 +12,9 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pynetdicom.dsutils import decode
 
-from pacs.identifier import build_response, parse_request, response_keys, select_items
-from pacs.levels import PATIENT_ROOT, STUDY_ROOT
-from pacs.status import DicomError, FindStatus
+from pacs.model.identifier import build_response, parse_request, response_keys, select_items
+from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT
+from pacs.model.status import DicomError, FindStatus
 
 
 def wire(dataset: Dataset) -> Dataset:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pacs.index import Index, IndexEntry
+from pacs.index.database import Index
+from pacs.index.records import IndexEntry
 from tests.factory import uid
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from pacs.schema import Instance, Patient, Study
-from pacs.services import Services
-from pacs.status import DicomError, StoreStatus
+from pacs.index.schema import Instance, Patient, Study
+from pacs.model.status import DicomError, StoreStatus
+from pacs.services.context import Services
 from tests.factory import make_dataset, uid, write_dataset
 
 

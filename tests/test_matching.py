@@ -8,8 +8,9 @@ import time
 import pytest
 from pydicom.dataset import Dataset
 
-from pacs.levels import STUDY_ROOT, find_key
-from pacs.matching import (
+from pacs.model.levels import STUDY_ROOT, find_key
+from pacs.model.matching import constraints, key_match
+from pacs.model.predicates import (
     All,
     AnyOf,
     AnyValueLike,
@@ -21,10 +22,10 @@ from pacs.matching import (
     MatchOptions,
     PostFilter,
     QueryValue,
+)
+from pacs.model.value_matching import (
     any_value_matches,
-    constraints,
     fuzzy_name_matches,
-    key_match,
     like_pattern,
     multi_value_regex,
     normal_form,

@@ -11,10 +11,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pacs import operations
-from pacs.archive import trash_root
-from pacs.index import Index
-from pacs.operations import (
+from pacs.archive.files import trash_root
+from pacs.index.database import Index
+from pacs.index.schema import Patient
+from pacs.services import operations
+from pacs.services.context import Services
+from pacs.services.operations import (
     CHECKSUM_MISMATCH,
     INTERRUPTED_DELETE,
     MISSING_FILE,
@@ -24,12 +26,9 @@ from pacs.operations import (
     Problem,
     delete,
     recover_deletes,
-    reindex,
     select_for_delete,
-    verify,
 )
-from pacs.schema import Patient
-from pacs.services import Services
+from pacs.services.verify import VerifyReport, reindex, verify
 from tests.factory import make_dataset, write_dataset
 
 
@@ -51,7 +50,7 @@ def _study(services: Services, tmp_path: Path, count: int = 3, **kwargs: object)
     return [_store(services, tmp_path, instance=n, **kwargs) for n in range(count)]
 
 
-def _verify(services: Services, **kwargs: object) -> tuple[operations.VerifyReport,
+def _verify(services: Services, **kwargs: object) -> tuple[VerifyReport,
                                                             list[Problem]]:
     problems: list[Problem] = []
     report = verify(services.archive, services.index, on_problem=problems.append, **kwargs)

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-import pacs.query
-from pacs.levels import DERIVED, STUDY_ROOT, find_key
-from pacs.matching import Col, Compare, Like, MatchOptions, QueryValue, constraints
-from pacs.query import FindQuery
-from pacs.services import Services, open_services
+import pacs.index.query
+from pacs.index.query import FindQuery
+from pacs.model.levels import DERIVED, STUDY_ROOT, find_key
+from pacs.model.matching import constraints
+from pacs.model.predicates import Col, Compare, Like, MatchOptions, QueryValue
+from pacs.services.context import Services, open_services
 from tests.conftest import BACKENDS
 from tests.conftest import test_settings as settings_for
 from tests.factory import make_dataset
@@ -56,7 +57,7 @@ def key(keyword: str):  # noqa: ANN201 - a levels.Key
 def test_rows_are_read_from_a_cursor_in_batches(indexed: Services,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     fetched: list[int] = []
-    original = pacs.query._cursor
+    original = pacs.index.query._cursor
 
     @contextmanager
     def counting(sql: str, params: Any) -> Iterator[Any]:
@@ -68,11 +69,11 @@ def test_rows_are_read_from_a_cursor_in_batches(indexed: Services,
                     return rows
             yield Counting()
 
-    monkeypatch.setattr(pacs.query, "_cursor", counting)
+    monkeypatch.setattr(pacs.index.query, "_cursor", counting)
     rows = FindQuery("IMAGE", [], [key("SOPInstanceUID")]).rows()
     first = next(rows)
     assert first["SOPInstanceUID"]
-    assert sum(fetched) <= pacs.query._BATCH < INSTANCES
+    assert sum(fetched) <= pacs.index.query._BATCH < INSTANCES
     rows.close()
 
 

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 import pytest
 from pydicom.dataset import Dataset
 
-from pacs.identifier import parse_request, response_keys
-from pacs.index import Index
-from pacs.levels import PATIENT_ROOT, STUDY_ROOT, InformationModel
-from pacs.matching import MatchOptions, constraints
-from pacs.query import FindQuery
-from pacs.schema import is_sqlite
+from pacs.index.database import Index
+from pacs.index.query import FindQuery
+from pacs.index.schema import is_sqlite
+from pacs.model.identifier import parse_request, response_keys
+from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT, InformationModel
+from pacs.model.matching import constraints
+from pacs.model.predicates import MatchOptions
 
 STUDY_UID = "1.2.826.0.1.3680043.10.1071.5.1"
 SERIES_UID = "1.2.826.0.1.3680043.10.1071.5.1.1"

@@ -20,9 +20,12 @@ from pydicom.uid import (
 )
 
 from pacs.config import RemoteAE, Settings
-from pacs.index import InstanceRecord
-from pacs.levels import PATIENT_ROOT, STUDY_ROOT
-from pacs.retrieve import (
+from pacs.index.records import InstanceRecord
+from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT
+from pacs.model.retrieve_identifier import RetrieveRequest, parse_retrieve_identifier
+from pacs.model.status import DicomError, RetrieveStatus
+from pacs.services.context import Services
+from pacs.services.retrieve import (
     AcceptedContext,
     ContextProposal,
     ConversionError,
@@ -39,9 +42,6 @@ from pacs.retrieve import (
     resolve_destination,
     store_outcome,
 )
-from pacs.retrieve_identifier import RetrieveRequest, parse_retrieve_identifier
-from pacs.services import Services
-from pacs.status import DicomError, RetrieveStatus
 from tests.factory import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, make_dataset, write_dataset
 
 A, B, C = "1.2.3.1", "1.2.3.2", "1.2.3.3"

@@ -9,9 +9,10 @@ from pathlib import Path
 import peewee
 import pytest
 
-from pacs import schema
-from pacs.index import Index, IndexUnavailable
-from pacs.schema import SchemaInfo
+from pacs.index import schema
+from pacs.index.database import Index
+from pacs.index.records import IndexUnavailable
+from pacs.index.schema import SchemaInfo
 from tests.conftest import REPO
 
 

@@ -30,8 +30,9 @@ from pynetdicom.sop_class import (
 
 from pacs.bench.pgtemp import TemporaryCluster
 from pacs.bench.procs import ProcessRegistry, free_port, wait_for_port
-from pacs.index import Index, IndexEntry
-from pacs.values import fold_name, normalize_time
+from pacs.index.database import Index
+from pacs.index.records import IndexEntry
+from pacs.model.values import fold_name, normalize_time
 
 HELP = "C-FIND latency at 10k, 100k and 1M indexed instances, SQLite and PostgreSQL"
 ROOT = "1.2.826.0.1.3680043.10.1071.7"

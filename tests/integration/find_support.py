@@ -20,12 +20,12 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
-from pacs.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
-from pacs.ingest import column_values
-from pacs.levels import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
-from pacs.schema import Instance, Patient, Series, Study
-from pacs.server import RunningServer, start_server
-from pacs.services import Services, open_services
+from pacs.dimse.server import RunningServer, start_server
+from pacs.index.schema import Instance, Patient, Series, Study
+from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
+from pacs.model.levels import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
+from pacs.services.context import Services, open_services
+from pacs.services.store import column_values
 from tests.conftest import BACKENDS
 from tests.conftest import test_settings as settings_for
 from tests.factory import MR_IMAGE_STORAGE, SECONDARY_CAPTURE, code_sequence, make_dataset, uid

@@ -19,11 +19,11 @@ from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, _config, build_role, evt
 
-from pacs.encoding import read_layout
-from pacs.index import InstanceRecord
-from pacs.levels import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
-from pacs.server import RunningServer
-from pacs.services import Services
+from pacs.archive.encoding import read_layout
+from pacs.dimse.server import RunningServer
+from pacs.index.records import InstanceRecord
+from pacs.model.levels import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from pacs.services.context import Services
 from tests.dcmtk import dcmtk_env, require_tool
 from tests.factory import make_dataset, uid, write_dataset
 from tests.postgres import free_port

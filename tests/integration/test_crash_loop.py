@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 
 from pacs.config import Settings
-from pacs.services import open_services
+from pacs.services.context import open_services
 from tests.conftest import REPO, ServerProcess
 from tests.factory import make_file
 

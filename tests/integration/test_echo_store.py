@@ -8,8 +8,8 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pacs.encoding import read_layout
-from pacs.server import RunningServer
+from pacs.archive.encoding import read_layout
+from pacs.dimse.server import RunningServer
 from tests.conftest import scu
 from tests.dcmtk import run_tool
 from tests.factory import CT_IMAGE_STORAGE, make_file

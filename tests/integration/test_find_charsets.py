@@ -11,8 +11,8 @@ import pydicom
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file
 
-from pacs.server import RunningServer
-from pacs.services import Services
+from pacs.dimse.server import RunningServer
+from pacs.services.context import Services
 from tests.integration.find_support import find, module_server, query
 
 CHARSET_FILES = ["chrArab.dcm", "chrFren.dcm", "chrFrenMulti.dcm", "chrGerm.dcm",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
 from tests.integration.find_support import module_server, populate_core, study_uid
 

@@ -14,7 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.factory import make_dataset
 from tests.integration.find_support import (
     FindResult,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pacs.server import RunningServer
-from pacs.services import Services
+from pacs.dimse.server import RunningServer
+from pacs.services.context import Services
 from tests.factory import make_dataset
 from tests.integration.find_support import (
     find,

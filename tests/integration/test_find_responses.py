@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.factory import make_dataset
 from tests.integration.find_support import (
     STUDY_BY_LABEL,

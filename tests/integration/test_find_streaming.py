@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pacs.server import RunningServer
-from pacs.services import Services
+from pacs.dimse.server import RunningServer
+from pacs.services.context import Services
 from tests.dcmtk import run_tool
 from tests.factory import make_dataset
 from tests.integration.find_support import (

@@ -9,9 +9,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pacs.access import AccessPolicy
 from pacs.config import Peer
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
+from pacs.services.access import AccessPolicy
 from tests.integration.find_support import (
     FindResult,
     find,

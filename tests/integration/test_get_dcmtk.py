@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
 from tests.integration.move_support import assert_same_instance, populate
 from tests.integration.test_move_dcmtk import CASES

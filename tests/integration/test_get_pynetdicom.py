@@ -8,7 +8,7 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.factory import CT_IMAGE_STORAGE, make_dataset
 from tests.integration.move_support import (
     LAYOUT,

@@ -18,7 +18,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.conftest import scu
 from tests.dcmtk import run_tool
 from tests.factory import CT_IMAGE_STORAGE, make_dataset

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pacs.config import RemoteAE
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
 from tests.integration.move_support import (
     LAYOUT,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pacs.config import RemoteAE
-from pacs.server import start_server
-from pacs.services import Services
+from pacs.dimse.server import start_server
+from pacs.services.context import Services
 from tests.factory import make_dataset
 from tests.integration.move_support import (
     StoreSCP,

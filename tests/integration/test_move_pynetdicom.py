@@ -18,9 +18,10 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts
 
-import pacs.handlers.retrieve as retrieve_handlers
+import pacs.dimse.retrieve as retrieve_handlers
+import pacs.services.suboperations as sub_operations
 from pacs.config import Peer, RemoteAE
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.factory import make_dataset
 from tests.integration.move_support import (
     LAYOUT,
@@ -341,14 +342,14 @@ def test_move_unexpected_error_in_one_sub_operation_fails_only_that_instance(
     server = _to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     broken = LAYOUT.images_se1[2]
-    real_read = retrieve_handlers.read_instance
+    real_read = sub_operations.read_instance
 
     def read_or_break(archive: Any, record: Any) -> Any:
         if record.sop_instance_uid == broken:
             raise ZeroDivisionError("unexpected")
         return real_read(archive, record)
 
-    monkeypatch.setattr(retrieve_handlers, "read_instance", read_or_break)
+    monkeypatch.setattr(sub_operations, "read_instance", read_or_break)
     final = move(server, STUDY_S1)[-1]
     assert (final.status, final.completed, final.failed, final.failed_uids) == (
         0xB000, 4, 1, [broken])

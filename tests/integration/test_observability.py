@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
 from tests.conftest import REPO, ServerProcess
 from tests.dcmtk import run_tool
 from tests.factory import make_file
@@ -70,7 +70,7 @@ def test_metrics_endpoint_counts_operations_and_bytes(
 
 
 def test_metrics_are_off_by_default(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", "import pacs.server, sys; "
+    result = subprocess.run([sys.executable, "-c", "import pacs.dimse.server, sys; "
                              "print('prometheus_client' in sys.modules)"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "False"

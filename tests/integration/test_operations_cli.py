@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pacs.archive import trash_root
-from pacs.services import Services
+from pacs.archive.files import trash_root
+from pacs.services.context import Services
 from tests.conftest import REPO, ServerProcess
 from tests.dcmtk import dcmtk_env, require_tool
 from tests.factory import make_dataset, make_file, write_dataset

@@ -11,8 +11,8 @@ from pathlib import Path
 from pynetdicom.sop_class import Verification
 
 from pacs.config import Settings
-from pacs.server import RunningServer
-from pacs.services import open_services
+from pacs.dimse.server import RunningServer
+from pacs.services.context import open_services
 from tests.conftest import ServerProcess, scu
 from tests.dcmtk import dcmtk_env, require_tool, run_tool
 from tests.factory import make_file

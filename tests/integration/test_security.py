@@ -10,8 +10,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pacs.config import Peer
-from pacs.server import RunningServer
-from pacs.status import StoreStatus
+from pacs.dimse.server import RunningServer
+from pacs.model.status import StoreStatus
 from tests.conftest import scu
 from tests.dcmtk import run_tool
 from tests.factory import CT_IMAGE_STORAGE, make_file

@@ -8,8 +8,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pacs.server import RunningServer
-from pacs.status import StoreStatus
+from pacs.dimse.server import RunningServer
+from pacs.model.status import StoreStatus
 from tests.conftest import scu
 from tests.factory import CT_IMAGE_STORAGE, make_dataset, uid, write_dataset
 

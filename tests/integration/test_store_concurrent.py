@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pacs.schema import Instance, Patient, Study
-from pacs.server import RunningServer
+from pacs.dimse.server import RunningServer
+from pacs.index.schema import Instance, Patient, Study
 from tests.dcmtk import dcmtk_env, require_tool
 from tests.factory import make_file
 

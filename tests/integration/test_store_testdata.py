@@ -12,10 +12,10 @@ from pydicom.data import get_testdata_files
 from pydicom.uid import UID
 from pynetdicom import AllStoragePresentationContexts
 
-from pacs.archive import is_valid_uid
-from pacs.encoding import has_part10_prefix, read_layout
-from pacs.server import RunningServer
-from pacs.status import StoreStatus
+from pacs.archive.encoding import has_part10_prefix, read_layout
+from pacs.archive.files import is_valid_uid
+from pacs.dimse.server import RunningServer
+from pacs.model.status import StoreStatus
 from tests.conftest import scu
 from tests.dcmtk import StorescuProgress, run_tool
 

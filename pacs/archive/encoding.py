@@ -1,0 +1,194 @@
+"""Reading what ingest needs from an encoded DICOM file, without touching the pixel data.
+
+Room: archive/. Imports pydicom and the standard library only. `read_layout` parses the File Meta
+Information, `check_structure` walks every element header to prove the data set is whole
+(pydicom itself accepts truncated files silently), and `read_header` decodes just the
+attributes the index keeps.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+PREAMBLE_LENGTH = 128
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+             b"UV"}
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xE000, 0xE00D, 0xE0DD
+_MAX_DEPTH = 32
+DEFLATED = "1.2.840.10008.1.2.1.99"
+IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+EXPLICIT_BIG = "1.2.840.10008.1.2.2"
+
+
+class MalformedDataset(ValueError):
+    """The bytes are not a complete, parseable DICOM data set; the message says where."""
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Where the data set starts in a Part 10 file, and how it is encoded."""
+
+    transfer_syntax: str
+    dataset_offset: int
+    size: int
+    media_sop_class_uid: str
+    media_sop_instance_uid: str
+
+
+def has_part10_prefix(path: Path) -> bool:
+    """Whether the file has a 128-byte preamble followed by 'DICM'."""
+    with open(path, "rb") as handle:
+        handle.seek(PREAMBLE_LENGTH)
+        return handle.read(4) == b"DICM"
+
+
+def read_layout(path: Path) -> FileLayout:
+    """Parse the File Meta Information group of a Part 10 file (PS3.10 7.1)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(PREAMBLE_LENGTH)
+        if handle.read(4) != b"DICM":
+            raise MalformedDataset("no DICOM Part 10 prefix (preamble + 'DICM')")
+        meta: dict[int, bytes] = {}
+        while True:
+            start = handle.tell()
+            header = handle.read(8)
+            if len(header) < 8:
+                raise MalformedDataset("file ends inside the File Meta Information")
+            group, element = struct.unpack("<HH", header[:4])
+            if group != 0x0002:
+                handle.seek(start)
+                break
+            vr = header[4:6]
+            if vr in _LONG_VRS:
+                (length,) = struct.unpack("<I", handle.read(4))
+            else:
+                (length,) = struct.unpack("<H", header[6:8])
+            if length == _UNDEFINED or handle.tell() + length > size:
+                raise MalformedDataset(f"meta element (0002,{element:04X}) overruns the file")
+            meta[element] = handle.read(length)
+        offset = handle.tell()
+
+    def text(element: int) -> str:
+        return meta.get(element, b"").rstrip(b"\x00 ").decode("ascii", "replace")
+
+    syntax = text(0x0010)
+    if not syntax:
+        raise MalformedDataset("File Meta Information has no Transfer Syntax UID")
+    return FileLayout(syntax, offset, size, text(0x0002), text(0x0003))
+
+
+def check_structure(path: Path, layout: FileLayout) -> None:
+    """Walk every element header of the data set and prove each value fits in the file.
+
+    Values are skipped with seeks, so the cost does not grow with pixel data size. A deflated
+    data set cannot be walked without inflating it and is checked by a full decode instead.
+    """
+    if layout.transfer_syntax == DEFLATED:
+        try:
+            pydicom.dcmread(path, force=True)
+        except Exception as exc:  # pydicom raises many types for broken deflate streams
+            raise MalformedDataset(f"deflated data set does not decode: {exc}") from None
+        return
+    explicit = layout.transfer_syntax != IMPLICIT_LITTLE
+    little = layout.transfer_syntax != EXPLICIT_BIG
+    with open(path, "rb") as handle:
+        handle.seek(layout.dataset_offset)
+        if layout.dataset_offset >= layout.size:
+            raise MalformedDataset("the data set is empty")
+        _walk_dataset(handle, layout.size, explicit, little, depth=0, in_item=False)
+
+
+def _walk_dataset(
+    handle: BinaryIO, end: int, explicit: bool, little: bool, depth: int, in_item: bool
+) -> None:
+    order = "<" if little else ">"
+    while handle.tell() < end:
+        position = handle.tell()
+        header = handle.read(8)
+        if len(header) < 8:
+            raise MalformedDataset(f"data set ends inside an element header at byte {position}")
+        group, element = struct.unpack(order + "HH", header[:4])
+        if group == 0xFFFE:
+            if in_item and element == _ITEM_END:
+                return
+            raise MalformedDataset(f"unexpected delimiter (FFFE,{element:04X}) at byte {position}")
+        vr = header[4:6] if explicit else b""
+        if explicit and vr in _LONG_VRS:
+            extra = handle.read(4)
+            if len(extra) < 4:
+                raise MalformedDataset(f"data set ends inside ({group:04X},{element:04X})")
+            (length,) = struct.unpack(order + "I", extra)
+        elif explicit:
+            if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+                raise MalformedDataset(f"({group:04X},{element:04X}) has no valid VR at {position}")
+            (length,) = struct.unpack(order + "H", header[6:8])
+        else:
+            (length,) = struct.unpack(order + "I", header[4:8])
+        tag = f"({group:04X},{element:04X})"
+        if length == _UNDEFINED:
+            # Undefined length: a sequence, encapsulated pixel data, or UN holding implicit data.
+            items_explicit = explicit and vr != b"UN"
+            _walk_items(handle, end, items_explicit, little, depth + 1, tag)
+        else:
+            if handle.tell() + length > end:
+                raise MalformedDataset(
+                    f"{tag} declares {length} bytes but the data set ends {end - handle.tell()} "
+                    "bytes later"
+                )
+            handle.seek(length, 1)
+    if in_item:
+        raise MalformedDataset("data set ends inside an item of undefined length")
+
+
+def _walk_items(
+    handle: BinaryIO, end: int, explicit: bool, little: bool, depth: int, tag: str
+) -> None:
+    if depth > _MAX_DEPTH:
+        raise MalformedDataset(f"{tag} nests sequences deeper than {_MAX_DEPTH}")
+    order = "<" if little else ">"
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            raise MalformedDataset(f"{tag} has undefined length but no sequence delimiter")
+        group, element, length = struct.unpack(order + "HHI", header)
+        if group != 0xFFFE:
+            raise MalformedDataset(f"{tag} holds ({group:04X},{element:04X}) where an item was due")
+        if element == _SEQUENCE_END:
+            return
+        if element != _ITEM:
+            raise MalformedDataset(f"{tag} holds an unexpected delimiter (FFFE,{element:04X})")
+        if length == _UNDEFINED:
+            _walk_dataset(handle, end, explicit, little, depth + 1, in_item=True)
+        elif handle.tell() + length > end:
+            raise MalformedDataset(f"an item of {tag} declares {length} bytes past the end")
+        else:
+            handle.seek(length, 1)
+
+
+def read_header(path: Path, tags: Iterable[int]) -> Dataset:
+    """Decode only `tags` (plus Specific Character Set) of the data set, never pixel data."""
+    wanted = list(tags) + [0x00080005, 0x00080201]
+    try:
+        dataset = pydicom.dcmread(
+            path, stop_before_pixels=True, defer_size=8192, specific_tags=wanted, force=True
+        )
+    except (InvalidDicomError, EOFError, ValueError, struct.error, OSError) as exc:
+        raise MalformedDataset(f"data set does not parse: {exc}") from None
+    return dataset
+
+
+def uid_text(value: object) -> str:
+    """A UID value as plain text ('' when absent)."""
+    return str(UID(str(value))).strip("\x00 ") if value else ""

@@ -1,0 +1,235 @@
+"""Where C-STORE sub-operations go: a C-MOVE destination association, or the C-GET requester.
+
+Room: dimse/ (pynetdicom), under dimse/retrieve.py. Sends one prepared data set at a time and
+returns the peer's status; services/suboperations decides what to send and counts.
+
+The lost-response guard. pynetdicom 3.0.4's `send_c_store` pauses the association's reactor
+thread with a flag handshake (`_reactor_checkpoint.clear()`, then wait for `_is_paused`) that
+has a window: when the reactor has just returned from `_reactor_checkpoint.wait()` (the event
+was still set by the previous call) but not yet cleared `_is_paused`, `send_c_store` sees
+"paused" and sends; the reactor then runs `dimse.get_msg(block=False)` once more and, if the
+peer's answer has already arrived (a fast peer on loopback), serves it as a request, logs
+"unexpected C-STORE service message" and drops it. `send_c_store` then waits the whole DIMSE
+timeout and aborts the association. Measured: 1 of 3,000 back-to-back stores to storescp.
+Here the reactor of a destination association is parked once, for the association's whole
+life, and the handshake waits until the reactor thread is really blocked inside
+`Event.wait()` (it is among the event's waiters), not merely flagged; our own
+send/receive loop then is the only reader of the DIMSE queue. A C-GET runs inside the
+requester association's reactor thread itself, so nothing else can read its queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from io import BytesIO
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.presentation import build_context
+
+from pacs.config import Settings
+from pacs.dimse.events import set_no_delay
+from pacs.dimse.tls import tls_client_context
+from pacs.services.retrieve import AcceptedContext, ContextProposal, Endpoint
+from pacs.services.suboperations import Originator, StoreResult
+
+log = logging.getLogger("pacs.retrieve")
+
+_PARK_TIMEOUT = 5.0
+# pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, once for the request
+# and once for the response of every C-STORE; while sub-operations run it may poll faster.
+_FAST_LOOP_DELAY = 0.0001
+
+
+def _has_waiter(event: threading.Event) -> bool | None:
+    """Whether a thread is blocked in `event.wait()`; None when CPython internals differ."""
+    condition = getattr(event, "_cond", None)
+    waiters = getattr(condition, "_waiters", None)
+    return None if waiters is None else len(waiters) > 0
+
+
+def park_reactor(assoc: Any, timeout: float = _PARK_TIMEOUT) -> bool:
+    """Stop the association's reactor thread from reading the DIMSE queue until released.
+
+    Returns once the reactor is blocked on its checkpoint (or has ended); False on timeout.
+    """
+    checkpoint: threading.Event = assoc._reactor_checkpoint
+    checkpoint.clear()
+    deadline = time.monotonic() + timeout
+    seen_paused_at: float | None = None
+    while time.monotonic() < deadline:
+        if not assoc.is_alive():
+            return True
+        waiting = _has_waiter(checkpoint)
+        if waiting:
+            return True
+        if waiting is None:
+            # Fallback without the waiter list: paused, and still paused a while later.
+            if assoc._is_paused:
+                seen_paused_at = seen_paused_at or time.monotonic()
+                if time.monotonic() - seen_paused_at > 0.05:
+                    return True
+            else:
+                seen_paused_at = None
+        time.sleep(0.0002)
+    return False
+
+
+class AssociationLink:
+    """An established association on which we send C-STORE requests and await each answer."""
+
+    def __init__(self, assoc: Any, timeout: float, description: str):
+        self.assoc = assoc
+        self.timeout = timeout
+        self.description = description
+        self.alive = True
+        self._message_id = 0
+
+    @functools.cached_property
+    def accepted(self) -> list[AcceptedContext]:
+        """Accepted contexts on which we may act as Storage SCU (role selection honoured)."""
+        return [
+            AcceptedContext(int(cx.context_id), str(cx.abstract_syntax),
+                            str(cx.transfer_syntax[0]))
+            for cx in self.assoc.accepted_contexts
+            if cx.as_scu
+        ]
+
+    def _next_message_id(self) -> int:
+        self._message_id = self._message_id % 65535 + 1
+        return self._message_id
+
+    def store(self, context: AcceptedContext, sop_instance_uid: str, data_set: bytes,
+              priority: int = 2, originator: Originator | None = None,
+              while_waiting: Callable[[], None] | None = None) -> StoreResult:
+        """Send one C-STORE request with `data_set` as its bytes; wait for its response.
+
+        `while_waiting` runs once the request is on its way (the peer is busy storing).
+        """
+        request = C_STORE()
+        request.MessageID = self._next_message_id()
+        request.AffectedSOPClassUID = context.sop_class_uid
+        request.AffectedSOPInstanceUID = sop_instance_uid
+        request.Priority = priority if priority in (0, 1, 2) else 2
+        if originator is not None:
+            request.MoveOriginatorApplicationEntityTitle = originator.ae_title
+            request.MoveOriginatorMessageID = originator.message_id
+        request.DataSet = BytesIO(data_set)
+        try:
+            self.assoc.dimse.send_msg(request, context.context_id)
+            if while_waiting is not None:
+                while_waiting()
+            return self._await_response(request.MessageID)
+        except Exception:  # noqa: BLE001 - mid-exchange, the association's state is unknown
+            log.exception("%s: C-STORE of %s broke off", self.description, sop_instance_uid)
+            if self.alive:
+                self._lost("C-STORE exchange broke off")
+            return StoreResult(None, "internal error during the C-STORE")
+
+    def _await_response(self, message_id: int) -> StoreResult:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._lost(f"no C-STORE response in {self.timeout:g} s")
+                return StoreResult(None, "no response (DIMSE timeout)")
+            try:
+                _, message = self.assoc.dimse.msg_queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            if message is None:
+                self.alive = False
+                return StoreResult(None, "association closed by the peer")
+            if isinstance(message, C_STORE) and message.MessageIDBeingRespondedTo == message_id:
+                status = message.Status
+                return StoreResult(int(status) if status is not None else None,
+                                   "" if status is not None else "response without a status")
+            log.warning("%s: ignoring unexpected %s while waiting for a C-STORE response",
+                        self.description, type(message).__name__)
+
+    def _lost(self, reason: str) -> None:
+        log.warning("%s: %s; aborting the association", self.description, reason)
+        self.alive = False
+        self.assoc.abort()
+
+    def usable(self) -> bool:
+        """Whether further C-STOREs can go over this association."""
+        return self.alive and not self.assoc.acse.is_aborted() and self.assoc.dul.is_alive()
+
+    def close(self) -> None:
+        """Done with the sub-operations on this association (nothing to do by default)."""
+
+
+class DestinationLink(AssociationLink):
+    """Our association to a C-MOVE destination, its reactor parked for its whole life."""
+
+    def close(self) -> None:
+        """Release the association (abort it when it is already broken)."""
+        if self.usable() and self.assoc.is_established:
+            self.assoc.release()
+        elif not (self.assoc.is_released or self.assoc.is_aborted):
+            self.assoc.abort()
+        # Whatever happened, let the reactor thread run to its end.
+        self.assoc._reactor_checkpoint.set()
+
+
+def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destination_ae: str,
+                     proposals: Sequence[ContextProposal]) -> tuple[DestinationLink | None, str]:
+    """Associate with the first endpoint that accepts: our AE title, our maximum PDU,
+    TCP_NODELAY. Returns the link, or None and why no endpoint accepted."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.connection_timeout = settings.acse_timeout
+    contexts = [build_context(p.sop_class_uid, list(p.transfer_syntaxes)) for p in proposals]
+    reasons = []
+    for endpoint in endpoints:
+        where = f"{destination_ae}@{endpoint.host}:{endpoint.port}"
+        tls_args = (tls_client_context(settings), endpoint.host) if endpoint.tls else None
+        try:
+            assoc = ae.associate(endpoint.host, endpoint.port, contexts=contexts,
+                                 ae_title=destination_ae, max_pdu=settings.max_pdu,
+                                 tls_args=tls_args)
+        except (OSError, ValueError, RuntimeError) as exc:
+            reasons.append(f"{where}: {exc}")
+            continue
+        if not assoc.is_established:
+            reasons.append(f"{where}: " + ("association rejected" if assoc.is_rejected
+                                           else "association aborted" if assoc.is_aborted
+                                           else "cannot connect"))
+            continue
+        set_no_delay(getattr(assoc.dul.socket, "socket", None))
+        assoc.dul._run_loop_delay = _FAST_LOOP_DELAY
+        link = DestinationLink(assoc, settings.dimse_timeout, f"C-MOVE to {where}")
+        if not park_reactor(assoc):
+            link.close()
+            reasons.append(f"{where}: association thread did not pause")
+            continue
+        return link, ""
+    return None, "; ".join(reasons) or "no address to try"
+
+
+class RequesterLink(AssociationLink):
+    """The C-GET requester's own association: we run inside its reactor thread."""
+
+    def __init__(self, assoc: Any, timeout: float, description: str):
+        super().__init__(assoc, timeout, description)
+        self._loop_delay = assoc.dul._run_loop_delay
+        assoc.dul._run_loop_delay = _FAST_LOOP_DELAY
+
+    def close(self) -> None:
+        """Back to the DUL's idle polling."""
+        self.assoc.dul._run_loop_delay = self._loop_delay
+
+    def _lost(self, reason: str) -> None:
+        # Aborting the requester's association from its own handler must not block.
+        log.warning("%s: %s; aborting the association", self.description, reason)
+        self.alive = False
+        self.assoc.abort(block=False)

@@ -1,0 +1,120 @@
+"""C-FIND over DIMSE (PS3.4 C.4.1) and the C-FIND SOP Class Extended Negotiation (C.5.1.1).
+
+Room: dimse/. Imports services/ (the find use case), model/ (models, statuses) and
+dimse/events. Event in -> permission -> services.find -> one Pending response per match,
+checking for C-CANCEL between them; a `DicomError` becomes its status, anything else 0xC000.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from pacs.dimse.events import (
+    error_dataset,
+    peer,
+    record_operation,
+    require_permission,
+    status_dataset,
+    wait_until_sent,
+)
+from pacs.model.levels import FIND_SOP_CLASSES, model_for_sop_class
+from pacs.model.status import DicomError, FindStatus
+from pacs.services.context import Services
+from pacs.services.find import FindFeatures, start_search
+
+log = logging.getLogger("pacs.find")
+
+# Service-class-application-information bytes we accept (C.5.1.1.2): relational queries,
+# combined date-time matching, fuzzy semantic PN matching, timezone query adjustment.
+# Byte 5, Enhanced Multi-Frame Image Conversion, is always declined.
+_SUPPORTED_BYTES = 4
+_MAX_BYTES = 5
+
+
+def features_from_bytes(info: bytes | None) -> FindFeatures:
+    """The options a service-class-application-information field switches on."""
+    flags = [bool(b == 1) for b in (info or b"")[:_SUPPORTED_BYTES]]
+    flags += [False] * (_SUPPORTED_BYTES - len(flags))
+    return FindFeatures(*flags)
+
+
+def accepted_info(offered: bytes) -> bytes:
+    """Our answer to an offered field: the same length (at most 5), 1 where we agree."""
+    answer = bytes(1 if i < _SUPPORTED_BYTES and b == 1 else 0
+                   for i, b in enumerate(offered[:_MAX_BYTES]))
+    return answer or b"\x00"
+
+
+def handle_sop_extended(event: Any, services: Services) -> dict[str, bytes]:
+    """EVT_SOP_EXTENDED: answer the items of our C-FIND SOP classes; omit the others."""
+    answers = {}
+    for sop_class, info in (event.app_info or {}).items():
+        if str(sop_class) in FIND_SOP_CLASSES:
+            answers[sop_class] = accepted_info(bytes(info or b""))
+    return answers
+
+
+def negotiated(event: Any, sop_class: str) -> FindFeatures:
+    """The options we accepted for this SOP class when the association was negotiated."""
+    try:
+        accepted = event.assoc.acceptor.sop_class_extended
+    except AttributeError:
+        return FindFeatures()
+    return features_from_bytes(accepted.get(sop_class))
+
+
+def handle_find(event: Any, services: Services) -> Iterator[tuple[Any, Dataset | None]]:
+    """EVT_C_FIND: yield (status, identifier) per match, then end (pynetdicom sends Success)."""
+    started = time.monotonic()
+    fields: dict[str, Any] = {"matches": 0}
+    final: int = FindStatus.SUCCESS
+    try:
+        for status, identifier in _find(event, services, fields):
+            if identifier is None:
+                final = int(status.Status) if isinstance(status, Dataset) else int(status)
+                if isinstance(status, Dataset) and "ErrorComment" in status:
+                    fields["error"] = str(status.ErrorComment)
+            yield status, identifier
+    finally:
+        # One record per C-FIND, after the cursor is closed (it also returns a pooled
+        # PostgreSQL connection).
+        record_operation(event, services, "C-FIND", final, started, **fields)
+
+
+def _find(event: Any, services: Services,
+          fields: dict[str, Any]) -> Iterator[tuple[Any, Dataset | None]]:
+    sop_class = str(event.context.abstract_syntax)
+    try:
+        require_permission(event, services, "find", FindStatus.NOT_AUTHORIZED)
+        model = model_for_sop_class(sop_class)
+        if model is None or sop_class not in FIND_SOP_CLASSES:
+            raise DicomError(FindStatus.UNABLE_TO_PROCESS, f"{sop_class} is not a C-FIND model")
+        try:
+            identifier = event.identifier
+        except Exception as exc:  # pydicom raises many types for undecodable bytes
+            raise DicomError(FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                             f"identifier cannot be decoded: {exc}") from None
+        search = start_search(services, model, identifier, negotiated(event, sop_class))
+        fields.update(model=model.name, level=search.level)
+
+        def is_cancelled() -> bool:
+            wait_until_sent(event)
+            return bool(event.is_cancelled)
+
+        for response in search.responses(is_cancelled):
+            yield search.pending_status, response
+            fields["matches"] += 1
+        if search.cancelled:
+            log.info("C-FIND from %s cancelled after %d matches", peer(event), fields["matches"])
+            yield status_dataset(FindStatus.CANCEL), None
+    except DicomError as error:
+        log.warning("C-FIND from %s refused: %s", peer(event), error)
+        yield error_dataset(error), None
+    except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC311
+        log.exception("C-FIND from %s failed", peer(event))
+        yield status_dataset(FindStatus.UNABLE_TO_PROCESS, "internal error while matching"), None

@@ -1,0 +1,286 @@
+"""C-FIND against the index: matching predicates to SQL, matches streamed from a cursor.
+
+Room: index/. Imports peewee, index/schema and model/ (predicates, levels). Takes predicates
+from model/matching.py and the keys to read; hands out plain dicts of text,
+one per entity at the query level, read from a database cursor (a server-side cursor on
+PostgreSQL), never a list of everything. Computed keys come from correlated subqueries of
+the same statement, so they are always true to the index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import operator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+import peewee
+
+from pacs.index.records import IndexUnavailable
+from pacs.index.schema import Instance, Patient, Series, Study, database_proxy, is_sqlite
+from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY
+from pacs.model.levels import DERIVED, Key
+from pacs.model.matching import TIMEZONE_COLUMN
+from pacs.model.predicates import (
+    All,
+    AnyOf,
+    AnyValueLike,
+    Col,
+    Compare,
+    CountIs,
+    Exists,
+    Framed,
+    In,
+    Like,
+    Not,
+    PostFilter,
+    Pred,
+    Term,
+    Zoned,
+)
+from pacs.model.value_matching import LIKE_ESCAPE, any_value_matches, multi_value_regex
+
+MODELS: dict[str, Any] = {PATIENT: Patient, STUDY: Study, SERIES: Series, IMAGE: Instance}
+_ORDER = (PATIENT, STUDY, SERIES, IMAGE)
+_PARENT_FIELD = {STUDY: "patient", SERIES: "study", IMAGE: "series"}
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge,
+}
+_TRUE = peewee.SQL("1 = 1")
+SEPARATOR = "\x1e"  # joins collected values; never in a CS, a UI or DICOM JSON text
+_BATCH = 500
+_aliases = itertools.count()
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A column read with each match that is not a key: (name in the row, level, column)."""
+
+    name: str
+    table: str
+    column: str
+
+
+class _Compiler:
+    """Turns predicates into peewee expressions for one statement."""
+
+    def __init__(self, scope: dict[str, Any]):
+        self.scope = scope
+        self.offsets: list[str] | None = None
+
+    def term(self, term: Term) -> Any:
+        if isinstance(term, Col):
+            return getattr(self.scope[term.table], term.name)
+        if isinstance(term, Framed):
+            inner = self.term(term.col)
+            if term.also is not None:
+                inner = peewee.fn.REPLACE(inner, term.also, term.delimiter)
+            return peewee.Value(term.delimiter).concat(inner).concat(term.delimiter)
+        return self.term(term.left).concat(self.term(term.right))
+
+    def pred(self, pred: Pred) -> Any:
+        if isinstance(pred, Compare):
+            return _OPERATORS[pred.op](self.term(pred.term), pred.value)
+        if isinstance(pred, In):
+            return self.term(pred.term).in_(list(pred.values))
+        if isinstance(pred, Like):
+            return peewee.NodeList((self.term(pred.term), peewee.SQL("LIKE"),
+                                    peewee.Value(pred.pattern),
+                                    peewee.SQL(f"ESCAPE '{LIKE_ESCAPE}'")), parens=True)
+        if isinstance(pred, AnyValueLike):
+            if is_sqlite(database_proxy.obj):
+                return peewee.fn.dicom_any_value_like(pred.pattern, self.term(pred.term))
+            return peewee.Expression(self.term(pred.term), "~", multi_value_regex(pred.pattern))
+        if isinstance(pred, All):
+            return reduce(operator.and_, map(self.pred, pred.items)) if pred.items else _TRUE
+        if isinstance(pred, AnyOf):
+            return reduce(operator.or_, map(self.pred, pred.items))
+        if isinstance(pred, Not):
+            return ~self.pred(pred.item)
+        if isinstance(pred, Exists):
+            query, inner = self._below(pred.child, pred.parent, lambda a: [peewee.SQL("1")])
+            return peewee.fn.EXISTS(query.where(_Compiler({**self.scope, **inner})
+                                                .pred(pred.where)))
+        if isinstance(pred, CountIs):
+            return self.count(pred.child, pred.parent) == pred.value
+        if isinstance(pred, Zoned):
+            return self.zoned(pred)
+        raise TypeError(f"{type(pred).__name__} cannot be compiled here")
+
+    def zoned(self, pred: Zoned) -> Any:
+        if self.offsets is None:
+            column = getattr(Study, TIMEZONE_COLUMN)
+            self.offsets = [row[0] for row in Study.select(column).distinct().tuples()]
+        column = self.term(pred.tz)
+        alternatives = [(column == offset) & self.pred(pred.for_offset(offset))
+                        for offset in self.offsets]
+        return reduce(operator.or_, alternatives) if alternatives else ~_TRUE
+
+    def _below(self, child: str, parent: str,
+               select: Callable[[dict[str, Any]], list[Any]]) -> tuple[Any, dict[str, Any]]:
+        """A query over `child` rows (joined up to `parent`) under the outer `parent` row."""
+        path = _ORDER[_ORDER.index(parent) + 1 : _ORDER.index(child) + 1]
+        aliases = {level: MODELS[level].alias(f"{level.lower()}_{next(_aliases)}")
+                   for level in path}
+        query = aliases[child].select(*select(aliases))
+        for lower, upper in zip(reversed(path), reversed(path[:-1]), strict=False):
+            query = query.join(aliases[upper], on=(
+                getattr(aliases[lower], _PARENT_FIELD[lower]) == aliases[upper].id))
+        top = path[0]
+        outer = getattr(aliases[top], _PARENT_FIELD[top]) == self.scope[parent].id
+        return query.where(outer), aliases
+
+    def count(self, child: str, parent: str) -> Any:
+        query, _ = self._below(child, parent, lambda a: [peewee.fn.COUNT(a[child].id)])
+        return query
+
+    def collect(self, child: str, parent: str, column: str) -> Any:
+        """The distinct non-empty values of a child column, joined by SEPARATOR."""
+        query, aliases = self._below(
+            child, parent, lambda a: [getattr(a[child], column).alias("v")])
+        values = query.where(getattr(aliases[child], column) != "").distinct().alias(
+            f"v_{next(_aliases)}")
+        join = peewee.fn.GROUP_CONCAT if is_sqlite(database_proxy.obj) else peewee.fn.STRING_AGG
+        return peewee.Select([values], [join(values.c.v, SEPARATOR)])
+
+
+def _base(level: str, columns: Sequence[Any]) -> Any:
+    model = MODELS[level]
+    query = model.select(*columns)
+    for lower in reversed(_ORDER[1 : _ORDER.index(level) + 1]):
+        upper = _ORDER[_ORDER.index(lower) - 1]
+        query = query.join(MODELS[upper], on=(
+            getattr(MODELS[lower], _PARENT_FIELD[lower]) == MODELS[upper].id))
+    return query
+
+
+class FindQuery:
+    """The entities of one level that satisfy every predicate, with the keys to read."""
+
+    def __init__(self, level: str, predicates: Sequence[Pred], keys: Sequence[Key] = (),
+                 extras: Sequence[Extra] = ()):
+        self.level = level
+        self.compiler = _Compiler(dict(MODELS))
+        self.post = [p for p in predicates if isinstance(p, PostFilter)]
+        where = [self.compiler.pred(p.prefilter) for p in self.post if p.prefilter]
+        where += [self.compiler.pred(p) for p in predicates if not isinstance(p, PostFilter)]
+        self.where = reduce(operator.and_, where) if where else None
+        self.names: list[str] = []
+        self.columns: list[Any] = []
+        for key in keys:
+            if key.column is not None or key.computed:  # else always empty: nothing to read
+                self._add(key.keyword, self._key_column(key))
+        for extra in extras:
+            self._add(extra.name, getattr(MODELS[extra.table], extra.column))
+        self.collected = {key.keyword: key.vr for key in keys
+                          if key.computed and DERIVED[key.keyword].column}
+        self.post_names = []
+        for number, post in enumerate(self.post):
+            self.post_names.append(f"__post{number}")
+            self._add(self.post_names[-1], self.compiler.term(post.col))
+
+    def _add(self, name: str, column: Any) -> None:
+        if name not in self.names:
+            self.names.append(name)
+            self.columns.append(column.alias(f"c{len(self.columns)}"))
+
+    def _key_column(self, key: Key) -> Any:
+        if not key.computed:
+            return getattr(MODELS[key.table], key.column or "")
+        derivation = DERIVED[key.keyword]
+        if derivation.column is None:
+            return self.compiler.count(derivation.child, derivation.parent)
+        return self.compiler.collect(derivation.child, derivation.parent, derivation.column)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """The SELECT that `rows` runs, with its parameters (for EXPLAIN and logs)."""
+        sql, params = self._select(self.columns).order_by(MODELS[self.level].id).sql()
+        return sql, list(params)
+
+    def _select(self, columns: Sequence[Any]) -> Any:
+        query = _base(self.level, columns)
+        return query.where(self.where) if self.where is not None else query
+
+    def _passes(self, row: dict[str, Any]) -> bool:
+        return all(post.test(row[name] or "")
+                   for post, name in zip(self.post, self.post_names, strict=True))
+
+    def count(self, limit: int) -> int:
+        """How many entities match, counting no further than `limit`."""
+        try:
+            _prepare(database_proxy.obj)
+            if not self.post:
+                return int(self._select([MODELS[self.level].id]).limit(limit).count())
+            return sum(1 for _ in itertools.islice(self.rows(), limit))
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    def rows(self) -> Iterator[dict[str, str]]:
+        """Each matching entity as {name: text}, in index order, from a cursor."""
+        query = self._select(self.columns).order_by(MODELS[self.level].id)
+        sql, params = query.sql()
+        try:
+            with _cursor(sql, params) as cursor:
+                while batch := cursor.fetchmany(_BATCH):
+                    for values in batch:
+                        row = dict(zip(self.names, values, strict=True))
+                        if self.post and not self._passes(row):
+                            continue
+                        yield {name: self._text(name, value) for name, value in row.items()}
+        except peewee.PeeweeException as exc:
+            raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    def _text(self, name: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if name in self.collected:
+            values = sorted(set(str(value).split(SEPARATOR)))
+            if self.collected[name] == "SQ":  # the union of the items of DICOM JSON arrays
+                items = {json.dumps(item, sort_keys=True): item
+                         for text in values for item in _json_items(text)}
+                return json.dumps([items[k] for k in sorted(items)])
+            return "\\".join(values)
+        return str(value)
+
+
+def _json_items(text: str) -> list[Any]:
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return []
+    return items if isinstance(items, list) else []
+
+
+def _prepare(database: Any) -> None:
+    """Give this thread's SQLite connection the wildcard function (cheap, idempotent)."""
+    if is_sqlite(database):
+        database.connection().create_function("dicom_any_value_like", 2, any_value_matches,
+                                              deterministic=True)
+
+
+@contextmanager
+def _cursor(sql: str, params: Sequence[Any]) -> Iterator[Any]:
+    """A cursor over the statement, inside a read transaction (one snapshot throughout)."""
+    database = database_proxy.obj
+    wrapper = peewee.__exception_wrapper__
+    with database.atomic():
+        if is_sqlite(database):
+            _prepare(database)
+            cursor = database.execute_sql(sql, params)
+        else:
+            # A named (server-side) cursor: rows travel in batches as they are read.
+            with wrapper:
+                cursor = database.connection().cursor(name=f"find_{uuid.uuid4().hex}",
+                                                      withhold=True)
+                cursor.itersize = _BATCH
+                cursor.execute(sql, params)
+        try:
+            with wrapper:
+                yield cursor
+        finally:
+            cursor.close()

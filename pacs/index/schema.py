@@ -1,0 +1,224 @@
+"""peewee models of the index, Patient -> Study -> Series -> Instance, and opening the database.
+
+Room: index/. Imports peewee and model/dictionary. Columns come from
+the attribute table in `model/dictionary.py`, so adding a key there adds its column here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import peewee
+from playhouse import db_url
+
+from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
+
+SCHEMA_VERSION = 3
+database_proxy = peewee.DatabaseProxy()
+
+# Columns filtered by most queries get a B-tree index; text search on the rest is rare.
+_INDEXED = {
+    "patient_id", "patient_name", "patient_name_folded", "patient_birth_date", "patient_sex",
+    "study_date", "study_time_norm", "accession_number", "study_id", "referring_physician_name",
+    "referring_physician_name_folded", "study_description",
+    "modality", "series_number", "sop_class_uid", "instance_number",
+}
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+def _attribute_fields(level: str, skip: set[str]) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for attribute in stored_attributes(level):
+        if attribute.column in skip:
+            continue
+        for name in filter(None, (attribute.column, attribute.folded_column,
+                                  attribute.normalized_column)):
+            columns[name] = peewee.TextField(default="", index=name in _INDEXED)
+    return columns
+
+
+def _model(name: str, fields: dict[str, Any], meta: dict[str, Any]) -> type[BaseModel]:
+    namespace: dict[str, Any] = dict(fields)
+    namespace["__module__"] = __name__
+    namespace["Meta"] = type("Meta", (), meta)
+    return type(name, (BaseModel,), namespace)
+
+
+class SchemaInfo(BaseModel):
+    """One row: the schema version this database is at."""
+
+    version = peewee.IntegerField()
+
+
+Patient = _model(
+    "Patient",
+    _attribute_fields(PATIENT, set()),
+    # A patient is Patient ID within its issuer (PS3.3 C.7.1.1).
+    {"indexes": ((("patient_id", "issuer_of_patient_id"), True),)},
+)
+
+Study = _model(
+    "Study",
+    {
+        "patient": peewee.ForeignKeyField(Patient, backref="studies", on_delete="CASCADE"),
+        **_attribute_fields(STUDY, {"study_instance_uid"}),
+        "study_instance_uid": peewee.TextField(unique=True),
+    },
+    {"indexes": ((("study_date", "study_time_norm"), False),)},
+)
+
+Series = _model(
+    "Series",
+    {
+        "study": peewee.ForeignKeyField(Study, backref="series", on_delete="CASCADE"),
+        **_attribute_fields(SERIES, {"series_instance_uid"}),
+        "series_instance_uid": peewee.TextField(unique=True),
+    },
+    {"table_name": "series"},
+)
+
+Instance = _model(
+    "Instance",
+    {
+        "series": peewee.ForeignKeyField(Series, backref="instances", on_delete="CASCADE"),
+        **_attribute_fields(IMAGE, {"sop_instance_uid"}),
+        "sop_instance_uid": peewee.TextField(unique=True),
+        "transfer_syntax_uid": peewee.TextField(),
+        "file_path": peewee.TextField(),
+        "file_size": peewee.BigIntegerField(),
+        "file_sha256": peewee.TextField(),
+        "received_at": peewee.DateTimeField(),
+        "source_ae": peewee.TextField(default=""),
+    },
+    {},
+)
+
+MODELS: tuple[type[BaseModel], ...] = (SchemaInfo, Patient, Study, Series, Instance)
+
+
+def open_database(url: str) -> peewee.Database:
+    """Connect to `sqlite:///path` or `postgresql://...` and bind the models to it."""
+    if url.startswith("sqlite"):
+        database = db_url.connect(
+            url,
+            timeout=60,  # busy timeout, seconds: writers wait rather than fail
+            pragmas={
+                "journal_mode": "wal",
+                # FULL: a commit is on disk before we answer Success, power loss included.
+                "synchronous": "full",
+                "foreign_keys": 1,
+                "busy_timeout": 60000,
+                "cache_size": -64000,
+                # LIKE must honour case, as DICOM matching does for every VR but PN.
+                "case_sensitive_like": 1,
+            },
+        )
+    else:
+        url = url.replace("postgresql://", "postgresql+pool://", 1).replace(
+            "postgres://", "postgresql+pool://", 1
+        )
+        # Connections return to the pool after each operation; a burst beyond the pool waits
+        # (timeout, seconds) instead of failing, and the PostgreSQL server's own limit holds.
+        database = db_url.connect(url, max_connections=16, stale_timeout=300, timeout=60)
+    database_proxy.initialize(database)
+    return database
+
+
+# Version N's migration takes a database at version N-1 to N; each runs in one transaction.
+# A release that changes the models bumps SCHEMA_VERSION and adds its step here.
+def _add_text_columns(table: str, columns: tuple[str, ...]) -> Callable[[peewee.Database], None]:
+    """A migration step adding text columns ('' in existing rows: unknown, until reindexed)."""
+    def step(database: peewee.Database) -> None:
+        for column in columns:
+            database.execute_sql(
+                f'ALTER TABLE "{table}" ADD COLUMN "{column}" TEXT NOT NULL DEFAULT \'\'')
+    return step
+
+
+# Columns people search by prefix ("DOE*", "A123*"). On PostgreSQL a plain B-tree serves
+# LIKE 'x%' only under the C collation, so these get a text_pattern_ops index as well.
+# (SQLite's plain index serves a prefix LIKE because case_sensitive_like is on.)
+PATTERN_INDEXED = {
+    "patient": ("patient_id", "patient_name", "patient_name_folded"),
+    "study": ("accession_number", "study_id", "referring_physician_name_folded"),
+}
+
+
+def create_pattern_indexes(database: peewee.Database) -> None:
+    """The text_pattern_ops indexes of PATTERN_INDEXED, on PostgreSQL; nothing on SQLite."""
+    if is_sqlite(database):
+        return
+    for table, columns in PATTERN_INDEXED.items():
+        for column in columns:
+            database.execute_sql(
+                f'CREATE INDEX IF NOT EXISTS "{table}_{column}_pattern" '
+                f'ON "{table}" ("{column}" text_pattern_ops)'
+            )
+
+
+MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
+    # C-FIND keys of PS3.4 Table C.6-4 and the source of Anatomic Regions in Study.
+    2: _add_text_columns("instance", ("related_general_sop_class_uid",
+                                      "specimen_description_sequence",
+                                      "anatomic_region_sequence")),
+    # Prefix wildcards on names, IDs and accession numbers use an index on PostgreSQL.
+    3: create_pattern_indexes,
+}
+
+
+class SchemaMismatch(RuntimeError):
+    """The database's schema version is not the one this release works with."""
+
+
+def schema_version(database: peewee.Database) -> int | None:
+    """The version recorded in the database, or None for an empty database."""
+    if not database.table_exists(SchemaInfo._meta.table_name):
+        return None
+    row = SchemaInfo.select(SchemaInfo.version).order_by(SchemaInfo.version.desc()).first()
+    return int(row.version) if row else None
+
+
+def create_schema(database: peewee.Database) -> None:
+    """Create the schema in an empty database; refuse a database at another version."""
+    with database.atomic():
+        version = schema_version(database)
+        if version is None:
+            database.create_tables(MODELS, safe=True)
+            create_pattern_indexes(database)
+            SchemaInfo.create(version=SCHEMA_VERSION)
+            return
+    if version < SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"index schema is version {version}, this release needs {SCHEMA_VERSION}: "
+            "run `pacs db upgrade` (with every server stopped)"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"index schema is version {version}, newer than this release ({SCHEMA_VERSION})"
+        )
+
+
+def upgrade_schema(database: peewee.Database) -> list[int]:
+    """Apply every pending migration in order; the versions applied."""
+    applied = []
+    current = schema_version(database)
+    if current is None:
+        create_schema(database)
+        return applied
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        with database.atomic():
+            MIGRATIONS[version](database)
+            SchemaInfo.update(version=version).execute()
+        applied.append(version)
+    return applied
+
+
+def is_sqlite(database: peewee.Database) -> bool:
+    """Whether the database is SQLite (whose write transactions need BEGIN IMMEDIATE)."""
+    return isinstance(database, peewee.SqliteDatabase)

@@ -1,0 +1,74 @@
+"""The one table of DICOM status codes, per service, and the error that carries them.
+
+Room: model/. Standard library only. Domain code raises `DicomError`; handlers turn it into
+a response. No other module writes a status number.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class EchoStatus(IntEnum):
+    """C-ECHO statuses (PS3.7 9.1.5.1.4)."""
+
+    SUCCESS = 0x0000
+
+
+class StoreStatus(IntEnum):
+    """C-STORE statuses (PS3.4 B.2.3, PS3.7 C.4)."""
+
+    SUCCESS = 0x0000
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class FindStatus(IntEnum):
+    """C-FIND statuses (PS3.4 C.4.1.1.4)."""
+
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    PENDING_OPTIONAL_KEYS_UNSUPPORTED = 0xFF01
+    CANCEL = 0xFE00
+    NOT_AUTHORIZED = 0x0124
+    OUT_OF_RESOURCES = 0xA700
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+
+
+class RetrieveStatus(IntEnum):
+    """C-MOVE and C-GET statuses (PS3.4 C.4.2.1.5, C.4.3.1.4)."""
+
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    CANCEL = 0xFE00
+    SUB_OPERATIONS_WARNING = 0xB000
+    NOT_AUTHORIZED = 0x0124
+    OUT_OF_RESOURCES_MATCHES = 0xA701
+    OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+
+
+class DicomError(Exception):
+    """A failure that has a precise DICOM status, with the comment the peer will read."""
+
+    def __init__(self, status: IntEnum, comment: str, offending_element: int | None = None):
+        super().__init__(comment)
+        self.status = status
+        # Error Comment is LO: at most 64 characters on the wire.
+        self.comment = comment
+        self.offending_element = offending_element
+
+    @property
+    def error_comment(self) -> str:
+        """The comment cut to the 64 characters an LO may hold."""
+        return self.comment[:64]
+
+    def __str__(self) -> str:
+        return f"0x{int(self.status):04X} {self.comment}"

@@ -1,0 +1,41 @@
+"""The long-lived objects one server or CLI run works with, built from Settings.
+
+Room: services/. Imports config, index/, archive/ and the other services; no protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pacs.archive.files import Archive
+from pacs.config import Settings, check_storage
+from pacs.index.database import Index
+from pacs.services.access import AccessPolicy
+from pacs.services.metrics import Metrics
+from pacs.services.store import Ingestor
+
+
+@dataclass
+class Services:
+    """Settings plus the archive, the index and the store pipeline built on them."""
+
+    settings: Settings
+    archive: Archive
+    index: Index
+    ingestor: Ingestor
+    access: AccessPolicy
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def close(self) -> None:
+        """Close the index (connections of this thread and any pool) and the metrics endpoint."""
+        self.metrics.stop()
+        self.index.close()
+
+
+def open_services(settings: Settings) -> Services:
+    """Open the archive folder and the index named by `settings`."""
+    check_storage(settings.storage)
+    archive = Archive(settings.storage)
+    index = Index(settings.database)
+    return Services(settings, archive, index, Ingestor(archive, index, settings.duplicates),
+                    AccessPolicy.from_settings(settings))

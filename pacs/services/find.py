@@ -1,0 +1,105 @@
+"""The find use case (PS3.4 C.4.1): a request identifier in, response identifiers streamed out.
+
+Room: services/. Imports model/ (identifier validation, matching, statuses), index/ (the query)
+and the Services container; no protocol. A C-FIND and a QIDO-RS search both come through here:
+the face supplies the identifier, the options it negotiated and how to notice a cancel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from pacs.index.query import Extra, FindQuery
+from pacs.index.records import IndexUnavailable
+from pacs.model.identifier import FindRequest, build_response, parse_request, response_keys
+from pacs.model.levels import InformationModel
+from pacs.model.matching import TIMEZONE_COLUMN, constraints
+from pacs.model.predicates import MatchOptions
+from pacs.model.status import DicomError, FindStatus
+from pacs.services.context import Services
+
+log = logging.getLogger("pacs.find")
+
+
+@dataclass(frozen=True)
+class FindFeatures:
+    """The optional C-FIND behaviours a client asked for and we agreed to (PS3.4 C.5.1.1)."""
+
+    relational: bool = False
+    combined_datetime: bool = False
+    fuzzy_names: bool = False
+    timezone: bool = False
+
+
+class Search:
+    """One validated request whose matches are counted and ready to stream."""
+
+    def __init__(self, services: Services, request: FindRequest, query: FindQuery):
+        self.services = services
+        self.request = request
+        self.query = query
+        self.matches = 0
+        self.cancelled = False
+
+    @property
+    def level(self) -> str:
+        """The Query/Retrieve Level of the request."""
+        return self.request.level
+
+    @property
+    def pending_status(self) -> int:
+        """0xFF00, or 0xFF01 when some requested optional keys are not supported."""
+        return int(self.request.pending_status)
+
+    def responses(self, is_cancelled: Callable[[], bool] = lambda: False) -> Iterator[Dataset]:
+        """One response identifier per matching entity, streamed from a cursor.
+
+        `is_cancelled` is asked before each response; when it says so the stream ends and
+        `cancelled` is set.
+        """
+        settings = self.services.settings
+        try:
+            for row in self.query.rows():
+                if is_cancelled():
+                    self.cancelled = True
+                    return
+                yield build_response(self.request, row, settings.ae_title,
+                                     settings.pn_case_insensitive)
+                self.matches += 1
+        except IndexUnavailable as exc:
+            log.error("C-FIND: %s", exc)
+            raise DicomError(FindStatus.OUT_OF_RESOURCES, "index unavailable") from exc
+
+
+def start_search(services: Services, model: InformationModel, identifier: Dataset,
+                 features: FindFeatures) -> Search:
+    """Validate `identifier` against `model`, build the query and check the match cap.
+
+    Raises DicomError with the PS3.4 status for an invalid identifier (0xA900, 0xC000 family)
+    or more matches than `query.max_results` (0xA700).
+    """
+    settings = services.settings
+    request = parse_request(identifier, model, relational=features.relational)
+    options = MatchOptions(
+        pn_case_insensitive=settings.pn_case_insensitive,
+        fuzzy_names=features.fuzzy_names,
+        combined_datetime=features.combined_datetime,
+        timezone=request.timezone if features.timezone else "",
+    )
+    extras = [Extra("TimezoneOffsetFromUTC", "STUDY", TIMEZONE_COLUMN)] \
+        if request.want_timezone and request.level != "PATIENT" else []
+    query = FindQuery(request.level, constraints(request.values, options),
+                      response_keys(request), extras)
+    cap = settings.max_find_results
+    try:
+        over_cap = query.count(cap + 1) > cap
+    except IndexUnavailable as exc:
+        log.error("C-FIND: %s", exc)
+        raise DicomError(FindStatus.OUT_OF_RESOURCES, "index unavailable") from exc
+    if over_cap:
+        raise DicomError(FindStatus.OUT_OF_RESOURCES, f"more than {cap} matches; narrow the query")
+    return Search(services, request, query)

@@ -1,0 +1,311 @@
+"""The store pipeline shared by C-STORE and `pacs import`: check -> write -> index -> answer.
+
+Room: services/. Imports index/, archive/ and model/; no protocol. Raises `DicomError` with the
+precise C-STORE status; on any failure after the file was placed, the file is removed again, so
+a failed store leaves neither file nor row behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.uid import ImplicitVRLittleEndian
+
+from pacs.archive.encoding import (
+    MalformedDataset,
+    check_structure,
+    has_part10_prefix,
+    read_header,
+    read_layout,
+    uid_text,
+)
+from pacs.archive.files import Archive, ArchiveError, StoredFile, is_valid_uid
+from pacs.index.database import Index
+from pacs.index.records import IndexEntry, IndexUnavailable
+from pacs.model.dictionary import (
+    IMAGE,
+    PATIENT,
+    SERIES,
+    STORED_ATTRIBUTES,
+    STUDY,
+    StoredAttribute,
+    stored_attributes,
+)
+from pacs.model.status import DicomError, StoreStatus
+from pacs.model.values import fold_name, normalize_datetime, normalize_time
+
+log = logging.getLogger("pacs.ingest")
+
+INDEX_TAGS: tuple[int, ...] = tuple(a.tag for a in STORED_ATTRIBUTES.values()) + (
+    0x00080016,  # SOP Class UID
+    0x00080018,  # SOP Instance UID
+)
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What happened to one stored instance: stored, duplicate (kept first) or replaced."""
+
+    outcome: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    file_path: str
+    file_size: int
+
+
+def element_text(element: DataElement | None) -> str:
+    """The index's text form of an element: multi-values joined by '\\', SQ as DICOM JSON."""
+    if element is None or element.value is None:
+        return ""
+    if element.VR == "SQ":
+        items = list(element.value)
+        return json.dumps([item.to_json_dict() for item in items]) if items else ""
+    value = element.value
+    if isinstance(value, MultiValue | list | tuple):
+        text = "\\".join("" if v is None else str(v) for v in value)
+    elif isinstance(value, bytes):
+        text = value.decode("ascii", "replace")
+    else:
+        text = str(value)
+    return text.rstrip("\x00 ")
+
+
+def column_values(dataset: Dataset, attributes: Iterable[StoredAttribute]) -> dict[str, str]:
+    """The columns (with their folded and normalized forms) of `attributes` in `dataset`."""
+    timezone = str(dataset.get("TimezoneOffsetFromUTC", "") or "")
+    columns: dict[str, str] = {}
+    for attribute in attributes:
+        text = element_text(dataset.get(attribute.tag))
+        columns[attribute.column] = text
+        if attribute.folded_column:
+            columns[attribute.folded_column] = fold_name(text)
+        if attribute.normalized_column:
+            first = text.split("\\")[0]
+            columns[attribute.normalized_column] = (
+                normalize_time(first) if attribute.vr == "TM"
+                else normalize_datetime(first, timezone)
+            )
+    return columns
+
+
+def index_entry(dataset: Dataset, transfer_syntax_uid: str, stored: StoredFile,
+                source_ae: str, received_at: datetime | None = None) -> IndexEntry:
+    """What the index keeps of a stored file: its columns at every level and the file."""
+    entry = IndexEntry(
+        patient=column_values(dataset, stored_attributes(PATIENT)),
+        study=column_values(dataset, stored_attributes(STUDY)),
+        series=column_values(dataset, stored_attributes(SERIES)),
+        instance=column_values(dataset, stored_attributes(IMAGE)),
+        transfer_syntax_uid=transfer_syntax_uid,
+        file_path=stored.relative_path,
+        file_size=stored.size,
+        file_sha256=stored.sha256,
+        source_ae=source_ae,
+    )
+    if received_at is not None:
+        entry.received_at = received_at
+    return entry
+
+
+def _required_uid(dataset: Dataset, keyword: str) -> str:
+    value = uid_text(dataset.get(keyword, ""))
+    if not value:
+        raise DicomError(StoreStatus.CANNOT_UNDERSTAND, f"data set has no {keyword}")
+    if not is_valid_uid(value):
+        raise DicomError(
+            StoreStatus.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID: {value!r}"
+        )
+    return value
+
+
+class Ingestor:
+    """Stores instances into the archive and the index, under a duplicate policy."""
+
+    def __init__(self, archive: Archive, index: Index, duplicates: str = "keep"):
+        self.archive = archive
+        self.index = index
+        self.duplicates = duplicates
+
+    def store(
+        self,
+        source: Path,
+        *,
+        expected_sop_class_uid: str | None = None,
+        expected_sop_instance_uid: str | None = None,
+        source_ae: str = "",
+    ) -> StoreResult:
+        """Store the Part 10 file at `source` (moved into the archive when on its disk).
+
+        `expected_*` are the UIDs of the C-STORE command, which the data set must carry.
+        """
+        try:
+            layout = read_layout(source)
+            check_structure(source, layout)
+            dataset = read_header(source, INDEX_TAGS)
+        except MalformedDataset as exc:
+            raise DicomError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from None
+        except OSError as exc:
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"cannot read data set: {exc}") from None
+
+        sop_class = uid_text(dataset.get("SOPClassUID", ""))
+        sop_instance = uid_text(dataset.get("SOPInstanceUID", ""))
+        if expected_sop_class_uid is not None and sop_class != expected_sop_class_uid:
+            raise DicomError(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"data set SOP Class UID differs from the command's: {sop_class or '(none)'}",
+            )
+        if expected_sop_instance_uid is not None and sop_instance != expected_sop_instance_uid:
+            raise DicomError(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"data set SOP Instance UID differs from the command's: {sop_instance or '(none)'}",
+            )
+        sop_class = _required_uid(dataset, "SOPClassUID")
+        sop_instance = _required_uid(dataset, "SOPInstanceUID")
+        study_uid = _required_uid(dataset, "StudyInstanceUID")
+        series_uid = _required_uid(dataset, "SeriesInstanceUID")
+
+        existing = self._existing(sop_instance)
+        if existing is not None:
+            if self.duplicates == "keep":
+                log.info("duplicate %s from %s: kept the first copy", sop_instance, source_ae)
+                return StoreResult("duplicate", sop_class, sop_instance, study_uid, series_uid,
+                                   *existing)
+            if self.duplicates == "reject":
+                raise DicomError(
+                    StoreStatus.DUPLICATE_SOP_INSTANCE, "SOP Instance UID is already stored"
+                )
+
+        relative = self.archive.relative_path_for(study_uid, series_uid, sop_instance)
+        try:
+            stored = self.archive.place(source, relative)
+        except ArchiveError as exc:
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES, str(exc)) from None
+
+        entry = index_entry(dataset, layout.transfer_syntax, stored, source_ae)
+        try:
+            added = self.index.add_instance(entry, replace=self.duplicates == "replace")
+        except IndexUnavailable as exc:
+            self._discard(stored.relative_path, sop_instance)
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"index unavailable: {exc}") from None
+
+        outcome = {"inserted": "stored", "kept": "duplicate", "replaced": "replaced"}[added.outcome]
+        previous = added.previous_file_path
+        if previous and previous != stored.relative_path:
+            # Kept: our copy lost a race and is not referenced. Replaced: the old file is not.
+            orphan = stored.relative_path if added.outcome == "kept" else previous
+            self.archive.remove(orphan)
+        return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid,
+                           stored.relative_path, stored.size)
+
+    def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
+        try:
+            return self.index.stored_file(sop_instance_uid)
+        except IndexUnavailable as exc:
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"index unavailable: {exc}") from None
+
+    def _discard(self, relative_path: str, sop_instance_uid: str) -> None:
+        """Remove a placed file whose indexing failed, unless a row already points at it."""
+        try:
+            current = self.index.get_instance(sop_instance_uid)
+        except IndexUnavailable:
+            current = None
+        if current is None or current.file_path != relative_path:
+            self.archive.remove(relative_path)
+
+
+# --- pacs import ------------------------------------------------------------------------------
+
+@dataclass
+class ImportSummary:
+    """Counts of one `pacs import` run, and why each rejected file was rejected."""
+
+    stored: int = 0
+    duplicates: int = 0
+    not_dicom: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Every regular file under the given files and folders, in a stable order."""
+    for path in paths:
+        if path.is_dir():
+            for folder, subfolders, names in os.walk(path):
+                subfolders.sort()
+                for name in sorted(names):
+                    candidate = Path(folder) / name
+                    if candidate.is_file() and not candidate.is_symlink():
+                        yield candidate
+        elif path.is_file():
+            yield path
+
+
+def _stage_for_import(path: Path, archive: Archive) -> Path | None:
+    """A Part 10 copy of `path` in the archive's temp folder, or None when it is not DICOM."""
+    staged = archive.new_temp_path()
+    try:
+        if has_part10_prefix(path):
+            shutil.copyfile(path, staged)
+            return staged
+        try:
+            dataset = pydicom.dcmread(path, force=True)
+            if "SOPClassUID" not in dataset or "SOPInstanceUID" not in dataset:
+                raise ValueError("no SOP Class/Instance UID")
+        except Exception:  # force=True reads arbitrary bytes; anything failing is not DICOM
+            staged.unlink(missing_ok=True)
+            return None
+        # A bare data set (no Part 10 header) is Implicit VR Little Endian by convention.
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        dataset.file_meta = meta
+        dataset.save_as(staged, enforce_file_format=True)
+        return staged
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def import_files(
+    ingestor: Ingestor,
+    paths: Iterable[Path],
+    progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Ingest every DICOM file under `paths` through the C-STORE pipeline; idempotent."""
+    summary = ImportSummary()
+    for number, path in enumerate(iter_files(paths), start=1):
+        staged = None
+        try:
+            staged = _stage_for_import(path, ingestor.archive)
+            if staged is None:
+                summary.not_dicom += 1
+                continue
+            result = ingestor.store(staged, source_ae="import")
+            if result.outcome == "duplicate":
+                summary.duplicates += 1
+            else:
+                summary.stored += 1
+        except DicomError as exc:
+            summary.rejected.append((str(path), exc.comment))
+            log.warning("import rejected %s: %s", path, exc)
+        except OSError as exc:
+            summary.rejected.append((str(path), f"cannot read: {exc.strerror or exc}"))
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            if progress:
+                progress(number)
+    return summary

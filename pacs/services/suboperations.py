@@ -1,0 +1,240 @@
+"""The C-MOVE/C-GET sub-operation loop (PS3.4 C.4.2.3, C.4.3.3), whatever carries it.
+
+Room: services/. Imports services/retrieve (instance sets, contexts, conversion) and the
+Services container; no protocol. The face supplies where the C-STOREs go (a `StoreLink` per
+planned association) and where the responses go (a `ResponseSink`); this module decides the
+order: read the next file while the current C-STORE is in flight, send each Pending response
+while the next sub-operation is on the wire, count every outcome, send the final response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pacs.model.status import RetrieveStatus
+from pacs.services.context import Services
+from pacs.services.retrieve import (
+    AcceptedContext,
+    AssociationPlan,
+    ConversionError,
+    Counts,
+    InstanceUnavailable,
+    Outcome,
+    Retrieval,
+    StoredInstance,
+    choose_context,
+    convert,
+    read_instance,
+    store_outcome,
+)
+
+log = logging.getLogger("pacs.retrieve")
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """A C-STORE sub-operation's answer: the peer's status, or None (no valid response)."""
+
+    status: int | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Originator:
+    """Move Originator AE Title and Message ID for C-STOREs of a C-MOVE (PS3.7 9.1.1.1)."""
+
+    ae_title: str
+    message_id: int
+
+
+class StoreLink(Protocol):
+    """Where C-STORE sub-operations go: one association, one request at a time."""
+
+    description: str
+
+    @property
+    def accepted(self) -> Sequence[AcceptedContext]:
+        """The contexts on which we may send C-STORE requests."""
+
+    def store(self, context: AcceptedContext, sop_instance_uid: str, data_set: bytes,
+              priority: int = 2, originator: Originator | None = None,
+              while_waiting: Callable[[], None] | None = None) -> StoreResult:
+        """Send one instance and wait for its answer."""
+
+    def usable(self) -> bool:
+        """Whether more C-STOREs can go this way."""
+
+    def close(self) -> None:
+        """Done with this link."""
+
+
+class ResponseSink(Protocol):
+    """Where the C-MOVE/C-GET responses go."""
+
+    def pending(self, counts: Counts) -> None:
+        """A Pending response with the four counts."""
+
+    def final(self, status: RetrieveStatus, counts: Counts | None = None,
+              failed_uids: list[str] | None = None, comment: str = "",
+              offending_element: int | None = None) -> None:
+        """The final response."""
+
+    def requester_present(self) -> bool:
+        """Whether the requester can still take responses."""
+
+
+class DuePending:
+    """The Pending response of the last sub-operation, sent while the next one is in flight
+    (its encoding overlaps the peer's storing) or before anything else goes out."""
+
+    def __init__(self, responder: ResponseSink):
+        self.responder = responder
+        self.counts: Counts | None = None
+
+    def flush(self) -> None:
+        """Send the due Pending response, if any."""
+        if self.counts is not None:
+            counts, self.counts = self.counts, None
+            self.responder.pending(counts)
+
+
+class Prefetch:
+    """The next instance's file, read while the current C-STORE is in flight."""
+
+    def __init__(self, archive: Any):
+        self.archive = archive
+        self.record: Any = None
+        self.result: StoredInstance | Exception | None = None
+
+    def load(self, record: Any) -> None:
+        """Read `record`'s file now; any error is kept for `take` (this runs mid-C-STORE)."""
+        if record is None or record is self.record:
+            return
+        self.record = record
+        try:
+            self.result = read_instance(self.archive, record)
+        except Exception as exc:  # noqa: BLE001 - re-raised by take(), outside the C-STORE
+            self.result = exc
+
+    def take(self, record: Any) -> StoredInstance:
+        """The stored instance of `record`, prefetched or read now."""
+        if record is not self.record or self.result is None:
+            return read_instance(self.archive, record)
+        result, self.record, self.result = self.result, None, None
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, record: Any,
+                   priority: int, originator: Originator | None,
+                   while_waiting: Callable[[], None], prefetch: Prefetch) -> None:
+    """Read, choose a context, convert if needed, send; count the outcome."""
+    uid = record.sop_instance_uid
+    try:
+        stored = prefetch.take(record)
+    except InstanceUnavailable as exc:
+        log.warning("%s: %s failed: %s", link.description, uid, exc)
+        retrieval.record(record, Outcome.FAILED)
+        return
+    delivery = choose_context(record.sop_class_uid, stored.transfer_syntax_uid, link.accepted)
+    if delivery is None:
+        log.warning("%s: %s failed: no accepted context for %s in %s or uncompressed",
+                    link.description, uid, record.sop_class_uid, stored.transfer_syntax_uid)
+        retrieval.record(record, Outcome.FAILED)
+        return
+    data_set, decompressed = stored.data_set, False
+    if delivery.convert:
+        try:
+            converted = convert(stored, delivery.context.transfer_syntax_uid)
+        except ConversionError as exc:
+            log.warning("%s: %s failed: cannot convert %s to %s: %s", link.description, uid,
+                        stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid, exc)
+            retrieval.record(record, Outcome.FAILED)
+            return
+        data_set, decompressed = converted.data_set, converted.decompressed
+        log.log(logging.INFO if decompressed else logging.DEBUG,
+                "%s: %s converted from %s to %s", link.description, uid,
+                stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
+    result = link.store(delivery.context, uid, data_set, priority, originator, while_waiting)
+    outcome = store_outcome(result.status, decompressed)
+    if outcome is not Outcome.FAILED:
+        services.metrics.add_bytes("sent", len(data_set))
+    if outcome is not Outcome.COMPLETED:
+        status = f"0x{result.status:04X}" if result.status is not None else result.detail
+        log.warning("%s: %s %s (C-STORE %s)", link.description, uid, outcome.value, status)
+    retrieval.record(record, outcome)
+
+
+def run_sub_operations(services: Services, responder: ResponseSink, retrieval: Retrieval,
+                       plans: list[AssociationPlan], open_link: Callable[[AssociationPlan], Any],
+                       originator: Originator | None, priority: int,
+                       is_cancelled: Callable[[], bool], requester: str) -> None:
+    """The sub-operation loop shared by C-MOVE and C-GET; sends Pending and final responses.
+
+    `open_link` gives the StoreLink of each planned association (or None and why);
+    `is_cancelled` is asked before each sub-operation; `requester` names the caller in logs.
+    """
+    cancelled = False
+    due = DuePending(responder)
+    prefetch = Prefetch(services.archive)
+    for plan in plans:
+        if cancelled:
+            break
+        link, reason = open_link(plan)
+        if link is None:
+            log.warning("%s: %d sub-operations failed: %s", requester, len(plan.instances),
+                        reason)
+            for record in plan.instances:
+                retrieval.record(record, Outcome.FAILED)
+            continue
+        try:
+            for position, record in enumerate(plan.instances):
+                if is_cancelled():
+                    log.info("%s: C-CANCEL after %d of %d sub-operations", requester,
+                             retrieval.total - retrieval.remaining, retrieval.total)
+                    cancelled = True
+                    break
+                if not responder.requester_present():
+                    log.warning("%s went away during the retrieve", requester)
+                    return
+                if not link.usable():
+                    log.warning("%s: association lost; %d sub-operations failed",
+                                link.description, len(plan.instances) - position)
+                    for rest in plan.instances[position:]:
+                        retrieval.record(rest, Outcome.FAILED)
+                    break
+                upcoming = plan.instances[position + 1:position + 2]
+
+                def while_waiting(upcoming: list[Any] = upcoming) -> None:
+                    due.flush()
+                    prefetch.load(upcoming[0] if upcoming else None)
+
+                done = retrieval.total - retrieval.remaining
+                try:
+                    _sub_operation(services, link, retrieval, record, priority, originator,
+                                   while_waiting, prefetch)
+                except Exception:  # noqa: BLE001 - one instance must not end the request
+                    log.exception("%s: sub-operation for %s failed", link.description,
+                                  record.sop_instance_uid)
+                    if retrieval.total - retrieval.remaining == done:
+                        retrieval.record(record, Outcome.FAILED)
+                due.flush()  # when the sub-operation failed before reaching the wire
+                if retrieval.remaining:
+                    due.counts = retrieval.counts()
+        finally:
+            link.close()
+            due.flush()
+    if not responder.requester_present():
+        return
+    status = retrieval.final_status(cancelled)
+    responder.final(status, retrieval.counts(), retrieval.failed_uids)
+
+
+def counts_fields(retrieval: Retrieval) -> dict[str, int]:
+    return {"instances": retrieval.total, "completed": retrieval.completed,
+            "warning": retrieval.warning, "failed": retrieval.failed,
+            "remaining": retrieval.remaining}
