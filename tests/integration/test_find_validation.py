@@ -12,17 +12,20 @@ from pydicom.sequence import Sequence
 from pacs.config import Peer
 from pacs.dimse.server import RunningServer
 from pacs.services.access import AccessPolicy
+from tests.dcmtk import run_tool
 from tests.integration.find_support import (
     FindResult,
     find,
     module_server,
     populate_core,
     query,
+    series_uid,
     study_uid,
 )
 
 find_server = module_server(populate_core)
 DOE1 = study_uid("PAT-DOE", "DOE1")
+DOE1_CT = series_uid("PAT-DOE", "DOE1", "DOE1-CT")
 
 
 def refused(result: FindResult, tag: int) -> None:
@@ -93,6 +96,28 @@ def test_malformed_date_is_a900(find_server: RunningServer) -> None:
             0x00080020)
     refused(find(find_server, query(QueryRetrieveLevel="STUDY", StudyDate="yesterday")),
             0x00080020)
+
+
+
+# PS3.4 C.2.2.2.5.1: "-" alone bounds neither end; it is refused, not read as "everything".
+@pytest.mark.parametrize("keyword, tag", [("StudyDate", 0x00080020), ("StudyTime", 0x00080030),
+                                          ("AcquisitionDateTime", 0x0008002A)])
+def test_lone_dash_range_is_a900(find_server: RunningServer, keyword: str, tag: int) -> None:
+    level = "IMAGE" if keyword == "AcquisitionDateTime" else "STUDY"
+    keys = {"StudyInstanceUID": DOE1, "SeriesInstanceUID": DOE1_CT} if level == "IMAGE" else {}
+    refused(find(find_server, query(QueryRetrieveLevel=level, **keys, **{keyword: "-"})), tag)
+
+
+# PS3.4 C.2.2.2.5.1 with DCMTK's findscu: the same refusal, with the comment on the wire.
+def test_lone_dash_range_from_findscu_is_a900(find_server: RunningServer) -> None:
+    host, port = find_server.address
+    result = run_tool("findscu", ["-d", "-S", "-aec", "MINIPACS", host, str(port),
+                                  "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=-",
+                                  "-k", "StudyInstanceUID"])
+    output = result.stdout + result.stderr
+    assert "DIMSE Status                  : 0xa900" in output, output
+    assert "(0000,0902) LO [StudyDate '-' alone is not a range]" in output
+    assert "Find Response: 1" not in output
 
 
 # PS3.4 C.2.2.2.6: a sequence key holds one item.
