@@ -9,7 +9,8 @@ Instance Number, so a failing assertion reads as the data set does.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,18 @@ def module_server(populate: Callable[[Services, Path], None]) -> Any:
         services.close()
 
     return fixture
+
+
+@contextmanager
+def strict_hierarchy(server: RunningServer) -> Iterator[RunningServer]:
+    """The running server with `query.strict_hierarchy = true` while the block runs."""
+    services = server.services
+    before = services.settings
+    services.settings = replace(before, strict_hierarchy=True)
+    try:
+        yield server
+    finally:
+        services.settings = before
 
 
 # --- the client side --------------------------------------------------------------------

@@ -15,7 +15,12 @@ from pydicom.dataset import Dataset
 
 from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
-from tests.integration.find_support import module_server, populate_core, study_uid
+from tests.integration.find_support import (
+    module_server,
+    populate_core,
+    strict_hierarchy,
+    study_uid,
+)
 
 find_server = module_server(populate_core)
 
@@ -81,12 +86,14 @@ def test_findscu_patient_root_study_level(find_server: RunningServer, tmp_path: 
         [study_uid("PAT-DOE", "DOE1"), study_uid("PAT-DOE", "DOE2")])
 
 
-# PS3.4 C.4.1.2.1 with DCMTK: a PATIENT key at STUDY level in Patient Root is refused.
-def test_findscu_patient_root_refuses_patient_key_at_study_level(
+# PS3.4 C.4.1.2.1 with DCMTK, query.strict_hierarchy = true: a PATIENT key at STUDY level
+# in Patient Root is refused.
+def test_findscu_patient_root_refuses_patient_key_at_study_level_when_strict(
     find_server: RunningServer, tmp_path: Path
 ) -> None:
-    result = findscu(find_server, tmp_path, "P", "QueryRetrieveLevel=STUDY",
-                     "PatientName=Doe*")
+    with strict_hierarchy(find_server):
+        result = findscu(find_server, tmp_path, "P", "QueryRetrieveLevel=STUDY",
+                         "PatientName=Doe*")
     assert "DataSetDoesNotMatchSOPClass" in result.final
     assert result.identifiers == []
 

@@ -20,6 +20,7 @@ from tests.integration.find_support import (
     populate_core,
     query,
     series_uid,
+    strict_hierarchy,
     study_uid,
 )
 
@@ -54,40 +55,47 @@ def test_patient_level_in_study_root_is_a900(find_server: RunningServer) -> None
     refused(find(find_server, query(QueryRetrieveLevel="PATIENT", PatientID="")), 0x00080052)
 
 
-# PS3.4 C.4.1.2.1: the Unique Key of each level above must be given.
-def test_missing_unique_key_above_is_a900(find_server: RunningServer) -> None:
-    refused(find(find_server, query(QueryRetrieveLevel="STUDY", StudyDate=""), model="P"),
-            0x00100020)
-    refused(find(find_server, query(QueryRetrieveLevel="IMAGE", StudyInstanceUID=DOE1,
-                                    SOPInstanceUID="")), 0x0020000E)
+# PS3.4 C.4.1.2.1, query.strict_hierarchy = true: the Unique Key of each level above must be
+# given.
+def test_missing_unique_key_above_is_a900_when_strict(find_server: RunningServer) -> None:
+    with strict_hierarchy(find_server):
+        refused(find(find_server, query(QueryRetrieveLevel="STUDY", StudyDate=""), model="P"),
+                0x00100020)
+        refused(find(find_server, query(QueryRetrieveLevel="IMAGE", StudyInstanceUID=DOE1,
+                                        SOPInstanceUID="")), 0x0020000E)
 
 
-# PS3.4 C.4.1.2.1: ... with a single value: no wildcard ...
-def test_wildcard_unique_key_above_is_a900(find_server: RunningServer) -> None:
-    refused(find(find_server, query(QueryRetrieveLevel="STUDY", PatientID="PAT-*",
-                                    StudyDate=""), model="P"), 0x00100020)
+# PS3.4 C.4.1.2.1, strict: ... with a single value: no wildcard ...
+def test_wildcard_unique_key_above_is_a900_when_strict(find_server: RunningServer) -> None:
+    with strict_hierarchy(find_server):
+        refused(find(find_server, query(QueryRetrieveLevel="STUDY", PatientID="PAT-*",
+                                        StudyDate=""), model="P"), 0x00100020)
 
 
-# PS3.4 C.4.1.2.1: ... no list, and no zero-length value.
-def test_list_or_empty_unique_key_above_is_a900(find_server: RunningServer) -> None:
-    refused(find(find_server, query(QueryRetrieveLevel="SERIES",
-                                    StudyInstanceUID=[DOE1, "1.2.3"], Modality="")),
-            0x0020000D)
-    refused(find(find_server, query(QueryRetrieveLevel="SERIES", StudyInstanceUID="",
-                                    Modality="")), 0x0020000D)
+# PS3.4 C.4.1.2.1, strict: ... no list, and no zero-length value.
+def test_list_or_empty_unique_key_above_is_a900_when_strict(find_server: RunningServer) -> None:
+    with strict_hierarchy(find_server):
+        refused(find(find_server, query(QueryRetrieveLevel="SERIES",
+                                        StudyInstanceUID=[DOE1, "1.2.3"], Modality="")),
+                0x0020000D)
+        refused(find(find_server, query(QueryRetrieveLevel="SERIES", StudyInstanceUID="",
+                                        Modality="")), 0x0020000D)
 
 
-# PS3.4 C.4.1.2.1: no Required or Optional keys of the levels above.
-def test_non_unique_key_above_is_a900(find_server: RunningServer) -> None:
-    refused(find(find_server, query(QueryRetrieveLevel="STUDY", PatientID="PAT-DOE",
-                                    PatientName="Doe^John"), model="P"), 0x00100010)
+# PS3.4 C.4.1.2.1, strict: no Required or Optional keys of the levels above.
+def test_non_unique_key_above_is_a900_when_strict(find_server: RunningServer) -> None:
+    with strict_hierarchy(find_server):
+        refused(find(find_server, query(QueryRetrieveLevel="STUDY", PatientID="PAT-DOE",
+                                        PatientName="Doe^John"), model="P"), 0x00100010)
 
 
-# PS3.4 C.4.1.2.1: keys of the levels below the Query/Retrieve Level are not allowed.
-def test_key_below_the_level_is_a900(find_server: RunningServer) -> None:
-    refused(find(find_server, query(QueryRetrieveLevel="STUDY", Modality="CT")), 0x00080060)
-    refused(find(find_server, query(QueryRetrieveLevel="PATIENT", PatientID="",
-                                    StudyDate=""), model="P"), 0x00080020)
+# PS3.4 C.4.1.2.1, strict: keys of the levels below the Query/Retrieve Level are not allowed.
+def test_key_below_the_level_is_a900_when_strict(find_server: RunningServer) -> None:
+    with strict_hierarchy(find_server):
+        refused(find(find_server, query(QueryRetrieveLevel="STUDY", Modality="CT")),
+                0x00080060)
+        refused(find(find_server, query(QueryRetrieveLevel="PATIENT", PatientID="",
+                                        StudyDate=""), model="P"), 0x00080020)
 
 
 # PS3.4 C.2.2.2.5.1: a DA value that is neither a date nor a range.
