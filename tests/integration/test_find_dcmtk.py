@@ -6,16 +6,11 @@ identifiers DCMTK received.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
-from pydicom.dataset import Dataset
-
 from pacs.dimse.server import RunningServer
-from tests.dcmtk import run_tool
 from tests.integration.find_support import (
+    findscu,
     module_server,
     populate_core,
     strict_hierarchy,
@@ -23,35 +18,6 @@ from tests.integration.find_support import (
 )
 
 find_server = module_server(populate_core)
-
-
-@dataclass
-class FindscuResult:
-    """What findscu received: the final status line and each Pending identifier."""
-
-    final: str
-    identifiers: list[Dataset]
-
-    def values(self, keyword: str) -> list[str]:
-        """The value of `keyword` in each response, sorted."""
-        return sorted(str(getattr(identifier, keyword)) for identifier in self.identifiers)
-
-
-def findscu(server: RunningServer, folder: Path, model: str, *keys: str,
-            extra: tuple[str, ...] = ()) -> FindscuResult:
-    """Run findscu -P or -S with -k keys; responses land in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    host, port = server.address
-    arguments = ["-v", "-aec", "MINIPACS", host, str(port), f"-{model}", "-X", "-od",
-                 str(folder), *extra]
-    for key in keys:
-        arguments += ["-k", key]
-    result = run_tool("findscu", arguments, check=True)
-    output = result.stdout + result.stderr
-    final = re.search(r"Received Final Find Response \(([^)]*)\)", output)
-    assert final is not None, output
-    files = sorted(folder.glob("rsp*.dcm"))
-    return FindscuResult(final.group(1), [pydicom.dcmread(path) for path in files])
 
 
 # PS3.4 C.6.2.1.2 with DCMTK: Study Root STUDY level, patient name wildcard.
