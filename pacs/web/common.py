@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from pydicom.uid import UID
@@ -19,6 +20,7 @@ from pacs.web.errors import WebError, response_for
 
 log = logging.getLogger("pacs.web")
 DICOMWEB_PREFIX = "/dicom-web"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -68,7 +70,15 @@ def url_root(request: Request) -> str:
     configured = services_of(request).settings.http_public_root
     if configured:
         return configured + DICOMWEB_PREFIX
-    return str(request.base_url).rstrip("/") + DICOMWEB_PREFIX
+    scheme = request.url.scheme
+    host = request.headers.get("host", "")
+    server = request.scope.get("server") or ("127.0.0.1", None)
+    if not host:
+        host = str(server[0])
+    if not re.search(r":\d+$", host) and server[1] not in (None, DEFAULT_PORTS[scheme]):
+        # Some clients (dicomweb-client) send Host without the port they connected to.
+        host = f"{host}:{server[1]}"
+    return f"{scheme}://{host}{DICOMWEB_PREFIX}"
 
 
 def resource_url(root: str, study: str, series: str = "", instance: str = "") -> str:

@@ -168,3 +168,38 @@ def require(choice: object | None, what: str) -> None:
     """406 Not Acceptable when no representation fits the Accept header."""
     if choice is None:
         raise WebError(406, f"none of the acceptable media types can carry {what}")
+
+
+# --- what a frame is sent as (WADO-RS frames and pixel bulk data) ------------------------------
+
+@dataclass(frozen=True)
+class FrameChoice:
+    """How frames go out: their media type and transfer syntax, decoded or as stored."""
+
+    media_type: str
+    transfer_syntax: str
+    decode: bool
+
+
+def choose_frame_type(ranges: list[MediaRange], stored: str) -> FrameChoice | None:
+    """PS3.18 8.7.3.5.3-4: native frames as application/octet-stream (decompressed when
+    stored compressed), or compressed frames as stored under their image/video type."""
+    compressed = UID(stored).is_encapsulated
+    stored_type = FRAME_MEDIA_TYPES.get(stored, OCTET_STREAM)
+    native = FrameChoice(OCTET_STREAM, DEFAULT_SYNTAX, compressed)
+    as_stored = FrameChoice(stored_type, stored, False)
+    for entry in ranges:
+        if entry.media_type not in ("*/*", "multipart/*", MULTIPART):
+            continue
+        part = entry.part_type or (OCTET_STREAM if entry.media_type == MULTIPART else "*/*")
+        syntax = entry.transfer_syntax
+        if part == OCTET_STREAM:
+            if syntax in ("", ANY_SYNTAX, DEFAULT_SYNTAX):
+                return native
+        elif not compressed and _matches(part, OCTET_STREAM):
+            return native
+        elif compressed and _matches(part, stored_type) and syntax in ("", ANY_SYNTAX, stored):
+            return as_stored
+        elif compressed and _matches(part, OCTET_STREAM) and syntax in ("", DEFAULT_SYNTAX):
+            return native
+    return None
