@@ -36,6 +36,24 @@ def _raw_vr(dataset: Dataset, raw: RawDataElement) -> str:
     return vr
 
 
+def _tidy_names(document: dict[str, Any]) -> None:
+    """PS3.5 6.2.1: trailing empty name components are not sent ("OB^^^^" is "OB")."""
+    for element in document.values():
+        if element.get("vr") == "SQ":
+            for item in element.get("Value", []):
+                _tidy_names(item)
+        elif element.get("vr") == "PN" and "Value" in element:
+            names = []
+            for name in element["Value"]:
+                groups = {k: v.rstrip("^") for k, v in (name or {}).items()
+                          if isinstance(v, str) and v.rstrip("^")}
+                names.append(groups)
+            if any(names):
+                element["Value"] = names
+            else:
+                del element["Value"]
+
+
 def dataset_json(dataset: Dataset, bulk_base: str) -> dict[str, Any]:
     """The DICOM JSON object of a data set; bulk values at `{bulk_base}/{tag}`."""
     answer: dict[str, Any] = {}
@@ -64,4 +82,7 @@ def dataset_json(dataset: Dataset, bulk_base: str) -> dict[str, Any]:
         except Exception as exc:  # malformed stored value: keep the attribute, drop the value
             log.debug("metadata: %s not encodable: %s", key, exc)
             answer[key] = {"vr": element.VR}
+    _tidy_names(answer)
+    if "00080005" in answer:  # the values were decoded: JSON text is UTF-8 (PS3.18 F.2)
+        answer["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
     return answer
