@@ -20,6 +20,10 @@ SERVICES = ("echo", "store", "find", "move", "get")
 UNKNOWN_CALLER_POLICIES = ("echo-store", "echo", "reject")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+HTTP_PERMISSIONS = ("read", "store")
+HTTP_TLS_MODES = ("auto", "on", "off")
+# http.port "auto": any free port (tests, ad hoc runs); 0 turns HTTP off.
+HTTP_ANY_PORT = -1
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,16 @@ class Peer:
     ae_title: str
     host: str | None = None
     services: frozenset[str] = frozenset(SERVICES)
+
+
+@dataclass(frozen=True)
+class HttpUser:
+    """An HTTP user of the DICOMweb face: Basic password and/or bearer token, permissions."""
+
+    name: str
+    password: str = ""
+    token: str = ""
+    permissions: frozenset[str] = frozenset(HTTP_PERMISSIONS)
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,24 @@ class Settings:
     tls_require_client_certificate: bool = False
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_host: str = ""  # empty: the same address as server.host
+    http_public_root: str = ""  # e.g. https://pacs.example.org: URLs we hand out behind a proxy
+    http_cors_origins: tuple[str, ...] = ()
+    http_tls: str = "auto"  # auto: HTTPS when [tls] certificate and key are set
+    http_users: tuple[HttpUser, ...] = ()
+    http_anonymous: frozenset[str] = frozenset()  # what callers without credentials may do
+
+    @property
+    def http_listen_host(self) -> str:
+        """The address the HTTP face listens on."""
+        return self.http_host or self.host
+
+    @property
+    def https(self) -> bool:
+        """Whether the HTTP face serves HTTPS with the [tls] certificate."""
+        has_certificate = self.tls_certificate is not None and self.tls_key is not None
+        return self.http_tls != "off" and has_certificate
 
     def remote(self, ae_title: str) -> RemoteAE | None:
         """The configured remote with this AE title, if any."""
@@ -263,6 +295,65 @@ def _size(value: Any) -> int:
     return number
 
 
+def _parse_http_port(value: Any) -> int:
+    if str(value).strip().lower() == "auto":
+        return HTTP_ANY_PORT
+    return parse_port(value)
+
+
+def _parse_words(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list")
+    return tuple(str(v).strip() for v in value)
+
+
+def _parse_permissions(value: Any) -> frozenset[str]:
+    words = _parse_words(value)
+    bad = [w for w in words if w not in HTTP_PERMISSIONS]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not one of {', '.join(HTTP_PERMISSIONS)}")
+    return frozenset(words)
+
+
+def _parse_public_root(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    if text and not re.match(r"^https?://[^/\s]+(/\S*)?$", text):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def parse_http_user(value: Any) -> HttpUser:
+    """An [[http_user]] table (name, password and/or token, permissions) or NAME:PASSWORD."""
+    if isinstance(value, HttpUser):
+        return value
+    if not isinstance(value, Mapping):
+        name, _, password = str(value).strip().partition(":")
+        if not name or not password:
+            raise ValueError(f"{value!r} is not NAME:PASSWORD")
+        return HttpUser(name, password=password)
+    unknown = set(value) - {"name", "password", "token", "permissions"}
+    if unknown:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r} in an http_user entry")
+    name = str(value.get("name", "")).strip()
+    if not name or ":" in name:
+        raise ValueError("an http_user entry needs a name without ':'")
+    password, token = str(value.get("password", "")), str(value.get("token", ""))
+    if not password and not token:
+        raise ValueError(f"http_user {name!r} needs a password or a token")
+    permissions = _parse_permissions(value.get("permissions", list(HTTP_PERMISSIONS)))
+    return HttpUser(name, password, token, permissions)
+
+
+def _parse_http_users(value: Any) -> tuple[HttpUser, ...]:
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list of http users")
+    return tuple(parse_http_user(v) for v in value)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """Where one setting lives in the TOML file and how its value is parsed."""
@@ -304,6 +395,13 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("tls_require_client_certificate", "tls.require_client_certificate", _parse_bool),
     SettingSpec("metrics_port", "metrics.port", parse_port),
     SettingSpec("metrics_host", "metrics.host", lambda v: str(v).strip()),
+    SettingSpec("http_port", "http.port", _parse_http_port),
+    SettingSpec("http_host", "http.host", lambda v: str(v).strip()),
+    SettingSpec("http_public_root", "http.public_root", _parse_public_root),
+    SettingSpec("http_cors_origins", "http.cors_origins", _parse_words),
+    SettingSpec("http_tls", "http.tls", _choice(HTTP_TLS_MODES)),
+    SettingSpec("http_anonymous", "http.anonymous", _parse_permissions),
+    SettingSpec("http_users", "http_user", _parse_http_users),
 )
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 _SPEC_BY_TOML = {spec.toml_key: spec for spec in SPECS}
@@ -334,7 +432,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     found: dict[str, Any] = {}
     for section, content in document.items():
-        if section in ("remote", "peer"):
+        if section in ("remote", "peer", "http_user"):
             found[section] = content
             continue
         if not isinstance(content, dict):
@@ -371,6 +469,11 @@ def load_settings(
     known = {f.name for f in fields(Settings)}
     settings = replace(settings, **{k: v for k, v in values.items() if k in known})
     check_tls(settings)
+    if settings.http_tls == "on" and not settings.https:
+        raise ConfigError("setting 'http_tls': 'on' needs tls.certificate and tls.key")
+    for name in ("tls_certificate", "tls_key") if settings.https else ():
+        if not getattr(settings, name).is_file():
+            raise ConfigError(f"setting {name!r}: {getattr(settings, name)} is not a readable file")
     return settings
 
 

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minipacs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the DICOM server")
+    serve = commands.add_parser("serve", help="run the DICOM and DICOMweb server")
     _settings_arguments(serve)
     serve.add_argument("--ae-title", help="our AE title (default MINIPACS)")
     serve.add_argument("--host", help="address to listen on")
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="turn the allow-list on and let AE use every service (repeatable)")
     serve.add_argument("--tls-port", help="also listen with DICOM TLS on this port")
     serve.add_argument("--metrics-port", help="serve Prometheus metrics on this port")
+    serve.add_argument("--http-port",
+                       help="DICOMweb port (default 8080; 0: off; auto: any free port)")
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SETTING_FLAGS = ("storage", "database", "log_level", "log_format", "ae_title", "host", "port",
                   "remotes", "duplicates", "max_pdu", "max_associations", "peers", "tls_port",
-                  "metrics_port")
+                  "metrics_port", "http_port")
 
 
 def settings_from(arguments: argparse.Namespace) -> Settings:

@@ -1,7 +1,7 @@
 """`pacs serve`: one server process, or a supervisor of `--workers N` of them.
 
-Room: cli/. The composition root: the one module of ours that imports a protocol face
-(dimse/server) to start it; no face imports cli/.
+Room: cli/. The composition root: the one module of ours that imports the protocol faces
+(dimse/server, web/server) to start them; no face imports cli/.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pacs.config import ConfigError, Settings
 from pacs.dimse.server import serve_until, start_server
 from pacs.services.context import open_services
 from pacs.services.operations import recover_deletes
+from pacs.web.server import RunningWeb, start_web
 
 log = logging.getLogger("pacs")
 
@@ -41,7 +42,8 @@ def run_workers(settings: Settings, arguments: argparse.Namespace, argv: Sequenc
     open_services(settings).close()  # create the schema once, before workers race to
     stop_requested = _stop_on_signals()
     try:
-        supervisor = Supervisor(argv, settings.host, settings.port, arguments.workers)
+        supervisor = Supervisor(argv, settings.host, settings.port, arguments.workers,
+                                http=(settings.http_listen_host, settings.http_port))
     except OSError as exc:
         raise ConfigError(
             f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
@@ -51,12 +53,20 @@ def run_workers(settings: Settings, arguments: argparse.Namespace, argv: Sequenc
         log.info("%d workers listening on %s:%d", arguments.workers, supervisor.host,
                  supervisor.port)
         if arguments.ready_file:
-            arguments.ready_file.write_text(f"{supervisor.host} {supervisor.port}\n")
+            http = f" http={supervisor.http_port}" if supervisor.http_port else ""
+            arguments.ready_file.write_text(f"{supervisor.host} {supervisor.port}{http}\n")
         supervisor.watch(stop_requested)
     finally:
         code = supervisor.stop()
     log.info("stopped")
     return code
+
+
+def _ready_line(address: tuple[str, int], tls: tuple[str, int] | None,
+                web: RunningWeb | None) -> str:
+    """`HOST PORT [TLS_PORT] [http=PORT]`: what tests and the supervisor wait for."""
+    line = f"{address[0]} {address[1]}" + (f" {tls[1]}" if tls else "")
+    return line + (f" http={web.address[1]}" if web else "") + "\n"
 
 
 def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -73,11 +83,17 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
         raise ConfigError(
             f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
+    try:
+        web = start_web(services, reuse_port=arguments.reuse_port)
+    except OSError as exc:
+        running.stop(grace=0)
+        raise ConfigError(f"setting 'http_port': cannot listen on {settings.http_listen_host}:"
+                          f"{settings.http_port}: {exc.strerror}") from None
     if arguments.ready_file:
-        host, port = running.address
-        tls = running.tls_address
-        arguments.ready_file.write_text(f"{host} {port}" + (f" {tls[1]}" if tls else "") + "\n")
+        arguments.ready_file.write_text(_ready_line(running.address, running.tls_address, web))
     serve_until(stop_requested, running)
+    if web is not None:
+        web.stop()
     services.close()
     log.info("stopped")
     return 0

@@ -32,9 +32,10 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return holder
 
 
-def worker_arguments(argv: Sequence[str], port: int, ready_file: Path) -> list[str]:
+def worker_arguments(argv: Sequence[str], port: int, ready_file: Path,
+                     http_port: int | None = None) -> list[str]:
     """The `pacs serve` arguments of one worker: ours, minus supervisor-only flags."""
-    dropped_with_value = {"--workers", "--port", "--ready-file"}
+    dropped_with_value = {"--workers", "--port", "--ready-file", "--http-port"}
     kept: list[str] = []
     skip = False
     for argument in argv:
@@ -46,24 +47,30 @@ def worker_arguments(argv: Sequence[str], port: int, ready_file: Path) -> list[s
             skip = "=" not in argument
             continue
         kept.append(argument)
-    return [*kept, "--port", str(port), "--ready-file", str(ready_file), "--reuse-port"]
+    http = ["--http-port", str(http_port)] if http_port is not None else []
+    return [*kept, "--port", str(port), *http, "--ready-file", str(ready_file), "--reuse-port"]
 
 
 class Supervisor:
     """Starts N workers on one port, restarts any that dies, and stops them all on request."""
 
-    def __init__(self, argv: Sequence[str], host: str, port: int, count: int):
+    def __init__(self, argv: Sequence[str], host: str, port: int, count: int,
+                 http: tuple[str, int] | None = None):
         self.argv = list(argv)
         self.count = count
         self.holder = reserve_port(host, port)
         self.host, self.port = self.holder.getsockname()[:2]
+        # The HTTP port too is learnt once and shared (0: off; negative: any free port).
+        self.http_holder = reserve_port(http[0], max(http[1], 0)) if http and http[1] else None
+        self.http_port = self.http_holder.getsockname()[1] if self.http_holder else None
         self.folder = Path(tempfile.mkdtemp(prefix="minipacs-workers-"))
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
 
     def _spawn(self, number: int) -> subprocess.Popen[bytes]:
         ready = self.folder / f"ready-{number}"
         ready.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "pacs", *worker_arguments(self.argv, self.port, ready)]
+        command = [sys.executable, "-m", "pacs",
+                   *worker_arguments(self.argv, self.port, ready, self.http_port)]
         process = subprocess.Popen(command)
         log.info("worker %d started (pid %d) on port %d", number, process.pid, self.port)
         self.processes[number] = process
@@ -111,6 +118,8 @@ class Supervisor:
                 code = process.wait()
             worst = max(worst, abs(code))
         self.holder.close()
+        if self.http_holder is not None:
+            self.http_holder.close()
         for leftover in self.folder.iterdir():
             leftover.unlink(missing_ok=True)
         os.rmdir(self.folder)

@@ -93,11 +93,12 @@ def find_query(request: FindRequest, options: MatchOptions) -> FindQuery:
 
 
 def start_search(services: Services, model: InformationModel, identifier: Dataset,
-                 features: FindFeatures) -> Search:
+                 features: FindFeatures, enforce_cap: bool = True) -> Search:
     """Validate `identifier` against `model`, build the query and check the match cap.
 
     Raises DicomError with the PS3.4 status for an invalid identifier (0xA900, 0xC000 family)
-    or more matches than `query.max_results` (0xA700).
+    or more matches than `query.max_results` (0xA700). A face that pages its answer itself
+    (QIDO-RS limit/offset) passes `enforce_cap=False` and reads only the page it sends.
     """
     settings = services.settings
     request = parse_request(identifier, model, relational=features.relational,
@@ -109,6 +110,8 @@ def start_search(services: Services, model: InformationModel, identifier: Datase
         timezone=request.timezone if features.timezone else "",
     )
     query = find_query(request, options)
+    if not enforce_cap:
+        return Search(services, request, query)
     cap = settings.max_find_results
     try:
         over_cap = query.count(cap + 1) > cap

@@ -146,10 +146,12 @@ class Ingestor:
         expected_sop_class_uid: str | None = None,
         expected_sop_instance_uid: str | None = None,
         source_ae: str = "",
+        expected_study_instance_uid: str | None = None,
     ) -> StoreResult:
         """Store the Part 10 file at `source` (moved into the archive when on its disk).
 
-        `expected_*` are the UIDs of the C-STORE command, which the data set must carry.
+        `expected_*` are the UIDs of the C-STORE command (or of a STOW-RS request's study),
+        which the data set must carry.
         """
         try:
             layout = read_layout(source)
@@ -171,6 +173,12 @@ class Ingestor:
             raise DicomError(
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 f"data set SOP Instance UID differs from the command's: {sop_instance or '(none)'}",
+            )
+        study = uid_text(dataset.get("StudyInstanceUID", ""))
+        if expected_study_instance_uid is not None and study != expected_study_instance_uid:
+            raise DicomError(
+                StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"data set Study Instance UID differs from the request's: {study or '(none)'}",
             )
         sop_class = _required_uid(dataset, "SOPClassUID")
         sop_instance = _required_uid(dataset, "SOPInstanceUID")

@@ -1,0 +1,223 @@
+"""STOW-RS (PS3.18 10.5): `POST /studies[/{study}]` with multipart/related application/dicom
+parts, each streamed to a temp file in the archive and stored through the C-STORE pipeline.
+
+Room: web/. Imports services/store (the Ingestor), model/status, archive access through the
+Services container, web/. A part that fails (not DICOM, wrong study, too large, refused by the
+pipeline) is one item of FailedSOPSequence with its Failure Reason; the other parts are stored.
+200 all stored, 202 some, 409 none (PS3.18 10.5.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pacs.model.status import DicomError, StoreStatus
+from pacs.services.context import Services
+from pacs.web.common import caller_name, handles_errors, note, path_uid, resource_url, url_root
+from pacs.web.errors import WebError
+from pacs.web.media import DICOM, DICOM_JSON
+from pacs.web.multipart import MultipartReader, multipart_boundary
+from pacs.web.threads import body_reader, call
+
+log = logging.getLogger("pacs.stow")
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+@dataclass
+class PartOutcome:
+    """What became of one part: stored (with UIDs) or failed (with a reason)."""
+
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    failure: int | None = None
+    comment: str = ""
+
+
+@dataclass
+class PartsToArchive:
+    """A multipart sink: each part to a temp file, then through the store pipeline."""
+
+    services: Services
+    study: str | None
+    source: str
+    outcomes: list[PartOutcome] = field(default_factory=list)
+    _file: BinaryIO | None = None
+    _path: Path | None = None
+    _size: int = 0
+    _refusal: DicomError | None = None
+    _head: bytearray | None = None  # the first bytes, until we know whether a preamble is due
+
+    def begin(self, headers: dict[str, str]) -> None:
+        """A part starts: refuse a non-DICOM media type, else open its temp file."""
+        self._size, self._refusal = 0, None
+        media_type = headers.get("content-type", DICOM).split(";")[0].strip().lower()
+        if media_type != DICOM:
+            self._refusal = DicomError(StoreStatus.CANNOT_UNDERSTAND,
+                                       f"part of type {media_type} is not application/dicom")
+            return
+        self._path = self.services.archive.new_temp_path()
+        self._file = open(self._path, "wb")  # noqa: SIM115  (closed in end() or abort())
+        self._head = bytearray()
+
+    def _write_head(self) -> None:
+        """Some clients (pydicom's dcmwrite, so dicomweb-client) send the File Meta group
+        without the 128-byte preamble and 'DICM': add them, so the part is Part 10."""
+        assert self._file is not None and self._head is not None
+        head, self._head = self._head, None
+        if head[128:132] != b"DICM" and head[:2] == b"\x02\x00":
+            self._file.write(bytes(_PREAMBLE))
+        self._file.write(head)
+
+    def data(self, chunk: bytes) -> None:
+        """Append to the part's file, within the data set size limit."""
+        if self._file is None:
+            return
+        self._size += len(chunk)
+        limit = self.services.settings.max_dataset_size
+        if limit and self._size > limit:
+            self._refusal = DicomError(StoreStatus.OUT_OF_RESOURCES,
+                                       f"data set larger than {limit} bytes")
+            self._discard()
+            return
+        if self._head is None:
+            self._file.write(chunk)
+            return
+        self._head += chunk
+        if len(self._head) >= len(_PREAMBLE):
+            self._write_head()
+
+    def end(self) -> None:
+        """The part is complete: store it (or record why not)."""
+        if self._refusal is not None:
+            self._fail(self._refusal, None)
+            return
+        assert self._file is not None and self._path is not None
+        if self._head is not None:
+            self._write_head()
+        self._file.close()
+        self._file = None
+        path, self._path = self._path, None
+        try:
+            result = self.services.ingestor.store(
+                path, expected_study_instance_uid=self.study, source_ae=self.source)
+        except DicomError as error:
+            self._fail(error, path)
+            return
+        finally:
+            path.unlink(missing_ok=True)  # stored: already moved; failed: not kept
+        self.outcomes.append(PartOutcome(result.sop_class_uid, result.sop_instance_uid,
+                                         result.study_instance_uid, result.series_instance_uid))
+        log.info("STOW-RS from %s: %s %s (%s)", self.source, result.outcome,
+                 result.sop_instance_uid, result.study_instance_uid)
+
+    def _fail(self, error: DicomError, path: Path | None) -> None:
+        uids = _uids(path) if path is not None else ("", "")
+        self.outcomes.append(PartOutcome(*uids, failure=int(error.status),
+                                         comment=error.comment))
+        log.warning("STOW-RS from %s: part %d failed: %s", self.source, len(self.outcomes),
+                    error)
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+    def abort(self) -> None:
+        """The body broke off: remove the unfinished part's temp file."""
+        self._discard()
+
+
+def _uids(path: Path) -> tuple[str, str]:
+    """SOP Class and Instance UIDs of a refused part, when it has readable ones."""
+    try:
+        from pydicom import dcmread
+
+        dataset = dcmread(path, stop_before_pixels=True, force=True,
+                          specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        return str(dataset.get("SOPClassUID", "")), str(dataset.get("SOPInstanceUID", ""))
+    except Exception:  # whatever the bytes are, the failure is reported without UIDs
+        return "", ""
+
+
+def receive_parts(services: Services, boundary: str, receive: Callable[[], bytes | None],
+                  study: str | None, source: str) -> list[PartOutcome]:
+    """Read the whole body part by part, storing each as it completes (worker thread)."""
+    sink = PartsToArchive(services, study, source)
+    reader = MultipartReader(boundary, sink)
+    try:
+        while (chunk := receive()) is not None:
+            reader.feed(chunk)
+        reader.close()
+    finally:
+        sink.abort()
+    return sink.outcomes
+
+
+def response_dataset(outcomes: list[PartOutcome], root: str, study: str | None) -> Dataset:
+    """The STOW-RS response (PS3.18 10.5.3.2): Referenced SOP Sequence, Failed SOP Sequence."""
+    answer = Dataset()
+    stored = [o for o in outcomes if o.failure is None]
+    failed = [o for o in outcomes if o.failure is not None]
+    studies = {o.study_instance_uid for o in stored}
+    if study or len(studies) == 1:
+        answer.RetrieveURL = resource_url(root, study or studies.pop())
+    if failed:
+        items = []
+        for outcome in failed:
+            item = Dataset()
+            item.ReferencedSOPClassUID = outcome.sop_class_uid or None
+            item.ReferencedSOPInstanceUID = outcome.sop_instance_uid or None
+            item.FailureReason = outcome.failure
+            items.append(item)
+        answer.FailedSOPSequence = DicomSequence(items)
+    if stored:
+        items = []
+        for outcome in stored:
+            item = Dataset()
+            item.ReferencedSOPClassUID = outcome.sop_class_uid
+            item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
+            item.RetrieveURL = resource_url(root, outcome.study_instance_uid,
+                                            outcome.series_instance_uid,
+                                            outcome.sop_instance_uid)
+            items.append(item)
+        answer.ReferencedSOPSequence = DicomSequence(items)
+    return answer
+
+
+@handles_errors
+async def store(request: Request) -> Response:
+    """POST /studies or /studies/{study} (PS3.18 10.5.1)."""
+    services = request.app.state.services
+    study = path_uid(request, "study") if "study" in request.path_params else None
+    boundary = multipart_boundary(request.headers.get("content-type"), DICOM)
+    source = f"http:{caller_name(request)}"
+    outcomes = await call(services, receive_parts, services, boundary,
+                          body_reader(request.stream()), study, source)
+    if not outcomes:
+        raise WebError(400, "the body holds no parts")
+    stored = sum(1 for o in outcomes if o.failure is None)
+    note(request, stored=stored, failed=len(outcomes) - stored, study=study or "")
+    status = 200 if stored == len(outcomes) else 202 if stored else 409
+    answer = response_dataset(outcomes, url_root(request), study)
+    return JSONResponse(answer.to_json_dict(), status, media_type=DICOM_JSON)
+
+
+def stow_routes() -> list[BaseRoute]:
+    """The two STOW-RS resources."""
+    return [Route("/studies", store, methods=["POST"]),
+            Route("/studies/{study}", store, methods=["POST"])]
