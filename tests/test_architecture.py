@@ -141,6 +141,7 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
      "starlette imported outside web/"),
     ({"dimse/server.py": "from pacs.bench import peers\n"}, "nothing imports bench"),
     ({"services/access.py": "from pacs import cli\n"}, "services/ imports pacs.cli"),
+    ({"cli/conformance.py": "import pacs.web.app\n"}, "cli/ imports pacs.web.app"),
 ])
 def test_a_planted_violation_is_caught(tmp_path: Path, files: dict[str, str],
                                        expected: str) -> None:
@@ -151,6 +152,7 @@ def test_a_planted_violation_is_caught(tmp_path: Path, files: dict[str, str],
 def test_allowed_arrows_are_not_reported(tmp_path: Path) -> None:
     root = _plant(tmp_path, {
         "cli/serve.py": "from pacs.dimse.server import start_server\nimport pacs.web.app\n",
+        "cli/conformance.py": "from pacs.dimse.contexts import SUPPORTED_CONTEXTS\n",
         "dimse/find.py": "from pacs.services.find import start_search\nimport pynetdicom\n",
         "index/query.py": "import peewee\nfrom pacs.model.predicates import Col\n",
         "bench/peers.py": "import pynetdicom\nfrom pacs.index.database import Index\n",
