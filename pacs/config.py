@@ -65,6 +65,7 @@ class Settings:
     network_timeout: float = 60.0
     pn_case_insensitive: bool = True
     max_find_results: int = 100000
+    strict_hierarchy: bool = False  # refuse keys outside the hierarchy (PS3.4 C.4.1.2.1)
     reply_to_requester: bool = False
     reply_ports: tuple[int, ...] = ()
     require_called_ae: bool = True
@@ -286,6 +287,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("database", "database.url", _parse_database),
     SettingSpec("pn_case_insensitive", "query.pn_case_insensitive", _parse_bool),
     SettingSpec("max_find_results", "query.max_results", _positive_int),
+    SettingSpec("strict_hierarchy", "query.strict_hierarchy", _parse_bool),
     SettingSpec("reply_to_requester", "retrieve.reply_to_requester", _parse_bool),
     SettingSpec("reply_ports", "retrieve.reply_ports", _parse_ports),
     SettingSpec("log_level", "log.level", _choice(LOG_LEVELS, upper=True)),

@@ -41,6 +41,19 @@ def test_flags_override_environment(tmp_path: Path) -> None:
     assert settings.port == 4002
 
 
+# Issue #11: C-FIND/C-MOVE leniency is the default; the strict hierarchy is a setting.
+def test_strict_hierarchy_is_off_by_default_and_set_by_toml_or_environment(
+    tmp_path: Path,
+) -> None:
+    assert load_settings(None, environ={}).strict_hierarchy is False
+    path = _toml(tmp_path, "[query]\nstrict_hierarchy = true\n")
+    assert load_settings(path, environ={}).strict_hierarchy is True
+    environ = {"PACS_STRICT_HIERARCHY": "false"}
+    assert load_settings(path, environ=environ).strict_hierarchy is False
+    with pytest.raises(ConfigError, match="'strict_hierarchy'"):
+        load_settings(None, environ={"PACS_STRICT_HIERARCHY": "sometimes"})
+
+
 def test_remotes_from_toml_tables(tmp_path: Path) -> None:
     path = _toml(tmp_path, '[[remote]]\nae_title = "VIEW"\nhost = "10.0.0.5"\nport = 104\n')
     assert load_settings(path, environ={}).remotes == (RemoteAE("VIEW", "10.0.0.5", 104),)

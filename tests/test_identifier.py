@@ -32,9 +32,10 @@ def request(**keys: object) -> Dataset:
     return dataset
 
 
-def refused_tag(identifier: Dataset, model=STUDY_ROOT, relational: bool = False) -> int:  # noqa: ANN001
+def refused_tag(identifier: Dataset, model=STUDY_ROOT, relational: bool = False,  # noqa: ANN001
+                strict: bool = False) -> int:
     with pytest.raises(DicomError) as caught:
-        parse_request(identifier, model, relational)
+        parse_request(identifier, model, relational, strict=strict)
     assert caught.value.status == FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
     assert caught.value.error_comment
     assert caught.value.offending_element is not None
@@ -67,12 +68,12 @@ def test_missing_level_refused() -> None:
     assert refused_tag(request(PatientName="")) == 0x00080052
 
 
-# PS3.4 C.4.1.2.1: a Required key above the level is refused without relational queries.
-def test_key_above_level_needs_relational() -> None:
+# PS3.4 C.4.1.2.1: a strict hierarchy refuses a Required key above without relational queries.
+def test_key_above_level_needs_relational_when_strict() -> None:
     identifier = request(QueryRetrieveLevel="SERIES", StudyInstanceUID="1.2",
                          PatientName="Doe*")
-    assert refused_tag(identifier) == 0x00100010
-    parsed = parse_request(identifier, STUDY_ROOT, relational=True)
+    assert refused_tag(identifier, strict=True) == 0x00100010
+    parsed = parse_request(identifier, STUDY_ROOT, relational=True, strict=True)
     assert {value.key.keyword for value in parsed.values} == {"StudyInstanceUID",
                                                               "PatientName"}
 
@@ -80,8 +81,68 @@ def test_key_above_level_needs_relational() -> None:
 # PS3.4 C.4.1.3.2.1: relational queries may leave out the unique keys above.
 def test_relational_allows_missing_unique_keys_above() -> None:
     identifier = request(QueryRetrieveLevel="IMAGE", SOPInstanceUID="")
-    assert refused_tag(identifier, PATIENT_ROOT) == 0x00100020
-    assert parse_request(identifier, PATIENT_ROOT, relational=True).level == "IMAGE"
+    assert refused_tag(identifier, PATIENT_ROOT, strict=True) == 0x00100020
+    assert parse_request(identifier, PATIENT_ROOT, relational=True,
+                         strict=True).level == "IMAGE"
+
+
+# PS3.4 C.4.1.2.1: a strict hierarchy refuses a key below the level, relational or not.
+def test_key_below_level_refused_when_strict() -> None:
+    identifier = request(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2",
+                         SeriesInstanceUID="1.2.3")
+    assert refused_tag(identifier, strict=True) == 0x0020000E
+    assert refused_tag(identifier, relational=True, strict=True) == 0x0020000E
+
+
+# Issue #11 (Orthanc's SERIES query): without a strict hierarchy a key of a level above is
+# read as a relational query reads it (C.4.1.3.2): matched on its value, returned.
+def test_lenient_key_above_is_matched_and_returned() -> None:
+    identifier = request(QueryRetrieveLevel="SERIES", StudyInstanceUID="1.2",
+                         AccessionNumber="A1", PatientID="", SeriesInstanceUID="")
+    parsed = parse_request(identifier, STUDY_ROOT)
+    assert {(v.key.keyword, v.values) for v in parsed.values} == {
+        ("StudyInstanceUID", ("1.2",)), ("AccessionNumber", ("A1",)), ("PatientID", ()),
+        ("SeriesInstanceUID", ())}
+    assert parsed.lenient == ("AccessionNumber", "PatientID")
+    assert parsed.pending_status == FindStatus.PENDING
+    answer = build_response(parsed, {"StudyInstanceUID": "1.2", "AccessionNumber": "A1",
+                                     "PatientID": "P1", "SeriesInstanceUID": "1.2.3"}, "AE")
+    assert (answer.AccessionNumber, answer.PatientID) == ("A1", "P1")
+
+
+# Issue #11: a Unique Key above that is absent, empty or a list of UIDs is answered without a
+# strict hierarchy, as relational queries answer it (C.4.1.3.2, C.2.2.2.2).
+@pytest.mark.parametrize("study_uid", [None, "", ["1.2", "1.3"]], ids=["absent", "empty", "list"])
+def test_lenient_unique_key_above_absent_empty_or_list(study_uid: object) -> None:
+    identifier = request(QueryRetrieveLevel="SERIES", Modality="CT")
+    if study_uid is not None:
+        identifier.StudyInstanceUID = study_uid
+    parsed = parse_request(identifier, STUDY_ROOT)
+    assert parsed.lenient == ("StudyInstanceUID",)
+    assert refused_tag(identifier, strict=True) == 0x0020000D
+
+
+# Issue #11 (odil's get): a key below the level is validated, kept apart for matching the
+# entity's descendants, and returned zero length with 0xFF01 (C.4.1.1.4).
+def test_lenient_key_below_is_matched_on_descendants_and_returned_empty() -> None:
+    identifier = request(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2",
+                         SeriesInstanceUID="1.2.3", SOPClassesInStudy="", InstanceNumber="")
+    parsed = parse_request(identifier, STUDY_ROOT)
+    assert [v.key.keyword for v in parsed.values] == ["SOPClassesInStudy", "StudyInstanceUID"]
+    assert [(v.key.keyword, v.values) for v in parsed.below] == [
+        ("SeriesInstanceUID", ("1.2.3",))]
+    assert parsed.lenient == ("SeriesInstanceUID", "InstanceNumber")
+    assert parsed.pending_status == FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED
+    answer = build_response(parsed, {"StudyInstanceUID": "1.2",
+                                     "SOPClassesInStudy": "1.2.840.10008.5.1.4.1.1.2"}, "AE")
+    assert answer["SeriesInstanceUID"].is_empty and answer["InstanceNumber"].is_empty
+    assert "SeriesInstanceUID" not in [key.keyword for key in response_keys(parsed)]
+
+
+# PS3.4 C.2.2.2.5.1: a key below is still validated: a malformed value is refused either way.
+def test_lenient_key_below_with_malformed_value_is_refused() -> None:
+    identifier = request(QueryRetrieveLevel="STUDY", SeriesDate="yesterday")
+    assert refused_tag(identifier) == 0x00080021
 
 
 # PS3.4 C.4.1.1.4: unsupported keys make the Pending status 0xFF01.

@@ -109,6 +109,13 @@ def test_malformed_range_raises() -> None:
         parse_range("TM", "25-26")
 
 
+# PS3.4 C.2.2.2.5.1: a range has a value on at least one side; "-" alone is not a range.
+@pytest.mark.parametrize("vr", ["DA", "TM", "DT"])
+def test_lone_dash_is_not_a_range(vr: str) -> None:
+    with pytest.raises(ValueError, match="not a range"):
+        parse_range(vr, "-")
+
+
 # PS3.4 C.2.2.2.1: PN single value by whole name or by any component group.
 def test_value_matches_person_name_groups() -> None:
     stored = "Yamada^Tarou=山田^太郎=やまだ^たろう"

@@ -13,12 +13,12 @@ import pytest
 import pacs.index.query
 from pacs.index.query import FindQuery
 from pacs.model.levels import DERIVED, STUDY_ROOT, find_key
-from pacs.model.matching import constraints
+from pacs.model.matching import constraints, descendant_match
 from pacs.model.predicates import Col, Compare, Like, MatchOptions, QueryValue
 from pacs.services.context import Services, open_services
 from tests.conftest import BACKENDS
 from tests.conftest import test_settings as settings_for
-from tests.factory import make_dataset
+from tests.factory import make_dataset, uid
 from tests.integration.find_support import bulk_index
 
 INSTANCES = 1200
@@ -124,3 +124,25 @@ def test_compare_empty_finds_unknown(indexed: Services) -> None:
                      ).count(10) == 0
     assert FindQuery("SERIES", [Compare(Col("SERIES", "body_part_examined"), "=", "")]
                      ).count(100) == 12
+
+
+def _studies_with(*keys: tuple[str, str]) -> list[str]:
+    """Study IDs of the studies whose descendants match (keyword, value) keys below STUDY."""
+    values = [QueryValue(key(keyword), (value,)) for keyword, value in keys]
+    below = descendant_match("STUDY", ("SERIES", "IMAGE"), values, MatchOptions())
+    assert below is not None
+    return sorted(row["StudyID"] for row in FindQuery("STUDY", [below], [key("StudyID")]).rows())
+
+
+# Issue #11 (keys below the level, no strict hierarchy): a study matches when one of its
+# series matches; keys of two levels below nest, series first, then one of its instances.
+def test_descendant_match_selects_studies_by_their_series_and_instances(
+        indexed: Services) -> None:
+    instance_7 = uid("Q1", "S1", "E7", 7)  # number 7: patient Q1, study S1, series E7, MR
+    assert _studies_with(("Modality", "MR")) == ["S1", "S3", "S5"]
+    assert _studies_with(("SeriesInstanceUID", uid("Q1", "S1", "E7"))) == ["S1"]
+    assert _studies_with(("SOPInstanceUID", instance_7)) == ["S1"]
+    assert _studies_with(("Modality", "MR"), ("SOPInstanceUID", instance_7)) == ["S1"]
+    assert _studies_with(("Modality", "CT"), ("SOPInstanceUID", instance_7)) == []
+    assert _studies_with(("Modality", "C*"), ("InstanceNumber", "7")) == []
+    assert _studies_with(("Modality", "M?"), ("InstanceNumber", "7")) == ["S1"]

@@ -56,9 +56,10 @@ def _identifier(level: str | None, **keys: Any) -> Dataset:
     return dataset
 
 
-def _refusal(identifier: Dataset, model: Any = STUDY_ROOT) -> tuple[int, int | None]:
+def _refusal(identifier: Dataset, model: Any = STUDY_ROOT,
+             strict: bool = False) -> tuple[int, int | None]:
     with pytest.raises(DicomError) as caught:
-        parse_retrieve_identifier(identifier, model)
+        parse_retrieve_identifier(identifier, model, strict)
     return int(caught.value.status), caught.value.offending_element
 
 
@@ -92,7 +93,7 @@ def test_identifier_empty_key_below_the_level_is_ignored() -> None:
     assert parse_retrieve_identifier(identifier, STUDY_ROOT).study_uids == (A,)
 
 
-@pytest.mark.parametrize("identifier, model, offending", [
+IDENTIFIER_ERRORS = pytest.mark.parametrize("identifier, model, offending", [
     (_identifier(None, StudyInstanceUID=A), STUDY_ROOT, 0x00080052),
     (_identifier("PATIENT", PatientID="P1"), STUDY_ROOT, 0x00080052),
     (_identifier("FRAME", StudyInstanceUID=A), STUDY_ROOT, 0x00080052),
@@ -110,9 +111,45 @@ def test_identifier_empty_key_below_the_level_is_ignored() -> None:
 ], ids=["no-level", "patient-in-study-root", "unknown-level", "no-key", "empty-key",
         "no-image-key", "bad-uid", "wildcard-uid", "list-above", "patient-list-above",
         "patient-list", "key-below"])
+# Refused only with query.strict_hierarchy = true (issue #11): answered as dcmqrscp and
+# Orthanc answer them otherwise.
+STRICT_ONLY = ("list-above", "key-below")
+
+
+# C.4.2.2.1 with query.strict_hierarchy = true: every identifier error is 0xA900.
+@IDENTIFIER_ERRORS
 def test_identifier_error_is_a900_with_offending_element(identifier: Dataset, model: Any,
                                                          offending: int) -> None:
-    assert _refusal(identifier, model) == (0xA900, offending)
+    assert _refusal(identifier, model, strict=True) == (0xA900, offending)
+
+
+# Issue #11: without a strict hierarchy the same errors are refused, but for STRICT_ONLY.
+@IDENTIFIER_ERRORS
+def test_identifier_error_is_a900_without_strict_hierarchy(
+        identifier: Dataset, model: Any, offending: int, request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.id in STRICT_ONLY:
+        parse_retrieve_identifier(identifier, model)
+    else:
+        assert _refusal(identifier, model) == (0xA900, offending)
+
+
+# Issue #11, C.2.2.2.2: without a strict hierarchy a list of Study Instance UIDs above the
+# level narrows the set to any of them, as dcmqrscp and Orthanc read it.
+def test_identifier_list_of_uids_above_narrows_to_any_of_them() -> None:
+    identifier = _identifier("SERIES", StudyInstanceUID=[A, B, A], SeriesInstanceUID=C)
+    assert parse_retrieve_identifier(identifier, STUDY_ROOT) == RetrieveRequest(
+        "SERIES", study_uids=(A, B), series_uids=(C,))
+
+
+# Issue #11, C.4.2.2.1: without a strict hierarchy a key below the level is ignored (the
+# level says what is retrieved, as dcmqrscp and Orthanc retrieve it) and named in the log.
+def test_identifier_key_below_is_ignored_and_named() -> None:
+    identifier = _identifier("STUDY", StudyInstanceUID=A, SeriesInstanceUID=B,
+                             SOPInstanceUID=C)
+    request = parse_retrieve_identifier(identifier, STUDY_ROOT)
+    assert request == RetrieveRequest("STUDY", study_uids=(A,),
+                                      ignored=("SeriesInstanceUID", "SOPInstanceUID"))
+    assert request.describe() == f"STUDY study={A} ignored=SeriesInstanceUID,SOPInstanceUID"
 
 
 # --- destinations -------------------------------------------------------------------------------

@@ -107,6 +107,8 @@ def _find(event: Any, services: Services,
                              f"identifier cannot be decoded: {exc}") from None
         search = start_search(services, model, identifier, negotiated(event, sop_class))
         fields.update(model=model.name, level=search.level)
+        if search.lenient_keys:
+            fields["lenient"] = ",".join(search.lenient_keys)
 
         def is_cancelled() -> bool:
             wait_until_sent(event)

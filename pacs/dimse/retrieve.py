@@ -137,7 +137,7 @@ class Responder:
                 and self.assoc.dul.is_alive())
 
 
-def _request(event: Any, sop_class_role: str) -> RetrieveRequest:
+def _request(event: Any, sop_class_role: str, services: Services) -> RetrieveRequest:
     model = model_for_sop_class(str(event.request.AffectedSOPClassUID))
     if model is None:
         raise DicomError(RetrieveStatus.UNABLE_TO_PROCESS,
@@ -147,7 +147,7 @@ def _request(event: Any, sop_class_role: str) -> RetrieveRequest:
     except Exception as exc:  # noqa: BLE001 - pynetdicom/pydicom raise many kinds here
         raise DicomError(RetrieveStatus.UNABLE_TO_PROCESS,
                          f"cannot decode the identifier: {type(exc).__name__}") from exc
-    return parse_retrieve_identifier(identifier, model)
+    return parse_retrieve_identifier(identifier, model, services.settings.strict_hierarchy)
 
 
 def _priority(event: Any) -> int:
@@ -163,7 +163,7 @@ def _move(event: Any, services: Services, responder: Responder) -> None:
         require_permission(event, services, "move", RetrieveStatus.NOT_AUTHORIZED)
         endpoints = resolve_destination(settings, destination_ae, caller,
                                         str(event.assoc.requestor.address))
-        request = _request(event, "C-MOVE")
+        request = _request(event, "C-MOVE", services)
         retrieval = Retrieval(find_instances(services.index, request))
     except DicomError as error:
         log.warning("C-MOVE from %s to %s refused: %s", peer(event), destination_ae, error)
@@ -186,7 +186,7 @@ def _move(event: Any, services: Services, responder: Responder) -> None:
 def _get(event: Any, services: Services, responder: Responder) -> None:
     try:
         require_permission(event, services, "get", RetrieveStatus.NOT_AUTHORIZED)
-        request = _request(event, "C-GET")
+        request = _request(event, "C-GET", services)
         retrieval = Retrieval(find_instances(services.index, request))
     except DicomError as error:
         log.warning("C-GET from %s refused: %s", peer(event), error)

@@ -4,6 +4,12 @@ response of one match (C.4.1.1.3.2).
 Room: model/. Imports model/ (levels, matching, status) and pydicom; no database. The
 request identifier is never modified: it is read from a deep copy, with values decoded by
 pydicom using the request's own Specific Character Set (ISO 2022 escapes included).
+
+Keys outside the hierarchy (C.4.1.2.1): with `strict` they are refused (0xA900). Otherwise,
+as dcmqrscp and Orthanc answer them: keys of the levels above are read as relational
+queries read them (C.4.1.3.2: matched when they hold a value, returned with the ancestor's
+value; a Unique Key above may be absent, empty or a list), and keys of the levels below are
+kept apart in `below` (matched against descendants, returned zero length, 0xFF01).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class FindRequest:
     timezone: str = ""  # the request's Timezone Offset From UTC
     want_timezone: bool = False
     want_availability: bool = False
+    below: tuple[QueryValue, ...] = ()  # keys of levels below, with values: descendants match
+    lenient: tuple[str, ...] = ()  # keywords only a non-strict hierarchy accepts (for the log)
 
     @property
     def pending_status(self) -> FindStatus:
@@ -110,13 +118,14 @@ def _is_single_value(key: Key, values: Sequence[str]) -> bool:
     return bool(value) and not wildcard
 
 
-def parse_request(identifier: Dataset, model: InformationModel,
-                  relational: bool = False) -> FindRequest:
+def parse_request(identifier: Dataset, model: InformationModel, relational: bool = False,
+                  strict: bool = False) -> FindRequest:
     """Validate a request identifier against the model's levels and keys.
 
-    Raises DicomError 0xA900 with Offending Element for a missing or unknown level, a key
-    below the level and, without relational queries, anything but a single-valued Unique
-    Key at the levels above (C.4.1.2.1).
+    Raises DicomError 0xA900 with Offending Element for a missing or unknown level, or a
+    value no matching type can read. With `strict` also for a key below the level and,
+    without relational queries, anything but a single-valued Unique Key at the levels above
+    (C.4.1.2.1); without `strict` those are answered (see the module docstring).
     """
     request = copy.deepcopy(identifier)  # never touch the caller's identifier
     try:
@@ -131,6 +140,8 @@ def parse_request(identifier: Dataset, model: InformationModel,
         raise _refuse(QUERY_RETRIEVE_LEVEL, f"{model.name} has no level {level!r}")
     depth = model.levels.index(level)
     values: list[QueryValue] = []
+    below: list[QueryValue] = []
+    lenient: list[str] = []
     unsupported: list[tuple[int, str]] = []
     ignored_private = unmatched = False
     timezone = ""
@@ -155,13 +166,15 @@ def parse_request(identifier: Dataset, model: InformationModel,
             unsupported.append((int(tag), vr))
             continue
         key_depth = model.levels.index(key.level)
-        if key_depth > depth:
+        if key_depth > depth and strict:
             raise _refuse(tag, f"{_name(tag)} is a {key.level} key, below {level}")
-        if key_depth < depth and not relational:
-            if key.kind != UNIQUE:
+        if key_depth < depth and not relational and (
+                key.kind != UNIQUE or not _is_single_value(key, texts)):
+            if strict and key.kind != UNIQUE:
                 raise _refuse(tag, f"{_name(tag)} is a {key.level} key, above {level}")
-            if not _is_single_value(key, texts):
+            if strict:
                 raise _refuse(tag, f"{key.keyword} above {level} needs one value")
+            lenient.append(key.keyword)
         if items is not None and len(items) > 1:
             raise _refuse(tag, f"{key.keyword}: a key holds one item at most")
         try:
@@ -169,6 +182,14 @@ def parse_request(identifier: Dataset, model: InformationModel,
         except ValueError as exc:
             raise _refuse(tag, f"{key.keyword} {exc}") from None
         item = items[0] if items else None
+        if key_depth > depth:
+            # No value of a lower level belongs to this entity: returned zero length
+            # (0xFF01), and a value given selects the entities with such a descendant.
+            lenient.append(key.keyword)
+            unsupported.append((int(tag), vr))
+            if key.matchable and (texts or _has_values(item)):
+                below.append(QueryValue(key, texts, item))
+            continue
         if not key.matchable:
             # C.2.2.1.3: existence supported, matching not: processed as zero length.
             unmatched = unmatched or bool(texts) or _has_values(item)
@@ -178,13 +199,16 @@ def parse_request(identifier: Dataset, model: InformationModel,
         given = {value.key.tag for value in values}
         for upper in model.levels_above(level):
             needed = unique_key(model, upper)
-            if needed.tag not in given:
+            if needed.tag in given:
+                continue
+            if strict:
                 raise _refuse(needed.tag, f"{needed.keyword} above {level} is missing")
+            lenient.append(needed.keyword)
     if timezone and not _valid_offset(timezone):
         raise _refuse(TIMEZONE_OFFSET, f"Timezone Offset From UTC {timezone!r} is invalid")
     return FindRequest(model, level, tuple(values), tuple(unsupported), unmatched,
                        ignored_private, timezone, TIMEZONE_OFFSET in request,
-                       INSTANCE_AVAILABILITY in request)
+                       INSTANCE_AVAILABILITY in request, tuple(below), tuple(lenient))
 
 
 def _has_values(item: Dataset | None) -> bool:

@@ -329,3 +329,25 @@ def constraints(values: Sequence[QueryValue], options: MatchOptions) -> list[Pre
             if predicate is not None:
                 predicates.append(predicate)
     return predicates
+
+
+def descendant_match(level: str, levels_below: Sequence[str], values: Sequence[QueryValue],
+                     options: MatchOptions) -> Pred | None:
+    """Keys of levels below the Query/Retrieve Level, answered without a strict hierarchy:
+    an entity matches when one of its descendants matches every key of its level, under a
+    parent that matches those of the level between ("Modality=MR" at STUDY: the studies
+    with an MR series). Sequence and fuzzy-name keys need the row's own text
+    (`PostFilter`) and are not matched here; the response says so with 0xFF01."""
+    by_level = {below: [p for p in constraints([v for v in values if v.key.level == below],
+                                               options) if not isinstance(p, PostFilter)]
+                for below in levels_below}
+
+    def nest(parent: str, levels: Sequence[str]) -> Pred | None:
+        for position, child in enumerate(levels):
+            if by_level[child]:
+                deeper = nest(child, levels[position + 1:])
+                where = by_level[child] + ([deeper] if deeper is not None else [])
+                return Exists(child, parent, All(tuple(where)))
+        return None
+
+    return nest(level, levels_below)

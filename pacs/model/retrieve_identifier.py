@@ -7,8 +7,11 @@ Rules applied:
 - Query/Retrieve Level present and a level of the information model; else 0xA900.
 - The unique key of the retrieve level present and not empty. At STUDY, SERIES and IMAGE it
   may be a list of UIDs (C.2.2.2.2), each valid; Patient ID is a single value.
-- Unique keys of the levels above, when present with a value, are single-valued (and valid
-  UIDs where they are UIDs). Keys of the levels below carry no value.
+- Unique keys of the levels above, when present with a value, narrow the set; each UID valid,
+  Patient ID a single value. With `strict`, a list of UIDs there is refused too.
+- Unique keys of the levels below: with `strict` they carry no value; otherwise a value is
+  ignored (the level says what is retrieved, as dcmqrscp and Orthanc retrieve it) and named
+  in `ignored` for the log. Keys other than unique keys are never used (C.4.2.2.1).
 Any violation is `DicomError(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS)` with the Offending Element.
 """
 
@@ -37,6 +40,7 @@ class RetrieveRequest:
     study_uids: tuple[str, ...] = ()
     series_uids: tuple[str, ...] = ()
     sop_instance_uids: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()  # keys below the level whose values were not used
 
     def describe(self) -> str:
         """A short form for log lines: level and the keys given."""
@@ -46,6 +50,8 @@ class RetrieveRequest:
             if values:
                 shown = ",".join(values[:3]) + (f",+{len(values) - 3}" if len(values) > 3 else "")
                 parts.append(f"{name}={shown}")
+        if self.ignored:
+            parts.append(f"ignored={','.join(self.ignored)}")
         return " ".join(parts)
 
 
@@ -80,8 +86,11 @@ def _check_uids(values: list[str], keyword: str) -> None:
             raise _refuse(f"{keyword} {value[:40]!r} is not a valid UID", keyword)
 
 
-def parse_retrieve_identifier(identifier: Dataset, model: InformationModel) -> RetrieveRequest:
-    """Validate a C-MOVE/C-GET identifier against `model`; the request it describes."""
+def parse_retrieve_identifier(identifier: Dataset, model: InformationModel,
+                              strict: bool = False) -> RetrieveRequest:
+    """Validate a C-MOVE/C-GET identifier against `model`; the request it describes.
+
+    `strict` (query.strict_hierarchy) refuses lists above and values below the level."""
     levels = _values(identifier, "QueryRetrieveLevel")
     if not levels:
         raise _refuse("QueryRetrieveLevel is missing", "QueryRetrieveLevel")
@@ -93,11 +102,11 @@ def parse_retrieve_identifier(identifier: Dataset, model: InformationModel) -> R
     for above in model.levels_above(level):
         keyword = unique_keyword(above)
         values = _values(identifier, keyword)
-        if len(values) > 1:
+        if len(values) > 1 and (strict or keyword not in _UID_KEYWORDS):
             raise _refuse(f"{keyword} above the retrieve level must be a single value", keyword)
         if keyword in _UID_KEYWORDS:
             _check_uids(values, keyword)
-        found[keyword] = tuple(values)
+        found[keyword] = tuple(dict.fromkeys(values))
     keyword = unique_keyword(level)
     values = _values(identifier, keyword)
     if not values:
@@ -107,9 +116,13 @@ def parse_retrieve_identifier(identifier: Dataset, model: InformationModel) -> R
     elif len(values) > 1:
         raise _refuse(f"{keyword} must be a single value", keyword)
     found[keyword] = tuple(dict.fromkeys(values))
+    ignored = []
     for below in model.levels_below(level):
         below_keyword = unique_keyword(below)
         if _values(identifier, below_keyword):
-            raise _refuse(f"{below_keyword} is below the {level} retrieve level", below_keyword)
+            if strict:
+                raise _refuse(f"{below_keyword} is below the {level} retrieve level",
+                              below_keyword)
+            ignored.append(below_keyword)
     fields = {_FIELD_BY_KEYWORD[name]: value for name, value in found.items()}
-    return RetrieveRequest(level=level, **fields)
+    return RetrieveRequest(level=level, ignored=tuple(ignored), **fields)

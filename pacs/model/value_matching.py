@@ -121,7 +121,10 @@ def _upper_datetime(value: str) -> str:
 
 def parse_range(vr: str, value: str, timezone: str = "") -> tuple[str | None, str | None]:
     """`a-b`, `a-` or `-b` as inclusive normal-form bounds; an upper bound given with less
-    precision covers its whole unit ("-1800" includes 18:00:30). ValueError if malformed."""
+    precision covers its whole unit ("-1800" includes 18:00:30). ValueError if malformed,
+    including a lone `-`, which C.2.2.2.5 does not define (it would match everything)."""
+    if value.strip() == "-":
+        raise ValueError("'-' alone is not a range")
     if vr == "DT":
         match = _DT_RANGE.match(value)
         if not match:

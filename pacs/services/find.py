@@ -17,7 +17,7 @@ from pacs.index.query import Extra, FindQuery
 from pacs.index.records import IndexUnavailable
 from pacs.model.identifier import FindRequest, build_response, parse_request, response_keys
 from pacs.model.levels import InformationModel
-from pacs.model.matching import TIMEZONE_COLUMN, constraints
+from pacs.model.matching import TIMEZONE_COLUMN, constraints, descendant_match
 from pacs.model.predicates import MatchOptions
 from pacs.model.status import DicomError, FindStatus
 from pacs.services.context import Services
@@ -49,6 +49,11 @@ class Search:
     def level(self) -> str:
         """The Query/Retrieve Level of the request."""
         return self.request.level
+
+    @property
+    def lenient_keys(self) -> tuple[str, ...]:
+        """Keys answered only because `query.strict_hierarchy` is off (for the log line)."""
+        return self.request.lenient
 
     @property
     def pending_status(self) -> int:
@@ -83,7 +88,8 @@ def start_search(services: Services, model: InformationModel, identifier: Datase
     or more matches than `query.max_results` (0xA700).
     """
     settings = services.settings
-    request = parse_request(identifier, model, relational=features.relational)
+    request = parse_request(identifier, model, relational=features.relational,
+                            strict=settings.strict_hierarchy)
     options = MatchOptions(
         pn_case_insensitive=settings.pn_case_insensitive,
         fuzzy_names=features.fuzzy_names,
@@ -92,7 +98,10 @@ def start_search(services: Services, model: InformationModel, identifier: Datase
     )
     extras = [Extra("TimezoneOffsetFromUTC", "STUDY", TIMEZONE_COLUMN)] \
         if request.want_timezone and request.level != "PATIENT" else []
-    query = FindQuery(request.level, constraints(request.values, options),
+    predicates = constraints(request.values, options)
+    below = descendant_match(request.level, model.levels_below(request.level), request.below,
+                             options)
+    query = FindQuery(request.level, predicates + ([below] if below is not None else []),
                       response_keys(request), extras)
     cap = settings.max_find_results
     try:

@@ -8,12 +8,15 @@ Instance Number, so a failing assertion reads as the data set does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -28,6 +31,7 @@ from pacs.services.context import Services, open_services
 from pacs.services.store import column_values
 from tests.conftest import BACKENDS
 from tests.conftest import test_settings as settings_for
+from tests.dcmtk import run_tool
 from tests.factory import MR_IMAGE_STORAGE, SECONDARY_CAPTURE, code_sequence, make_dataset, uid
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -197,6 +201,18 @@ def module_server(populate: Callable[[Services, Path], None]) -> Any:
     return fixture
 
 
+@contextmanager
+def strict_hierarchy(server: RunningServer) -> Iterator[RunningServer]:
+    """The running server with `query.strict_hierarchy = true` while the block runs."""
+    services = server.services
+    before = services.settings
+    services.settings = replace(before, strict_hierarchy=True)
+    try:
+        yield server
+    finally:
+        services.settings = before
+
+
 # --- the client side --------------------------------------------------------------------
 
 def query(**keys: Any) -> Dataset:
@@ -261,3 +277,32 @@ def find(server: RunningServer, identifier: Dataset, model: str = "S",
     finally:
         association.release()
     return result
+
+
+@dataclass
+class FindscuResult:
+    """What findscu received: the final status line and each Pending identifier."""
+
+    final: str
+    identifiers: list[Dataset]
+
+    def values(self, keyword: str) -> list[str]:
+        """The value of `keyword` in each response, sorted."""
+        return sorted(str(getattr(identifier, keyword)) for identifier in self.identifiers)
+
+
+def findscu(server: RunningServer, folder: Path, model: str, *keys: str,
+            extra: tuple[str, ...] = ()) -> FindscuResult:
+    """Run findscu -P or -S with -k keys; responses land in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    host, port = server.address
+    arguments = ["-v", "-aec", "MINIPACS", host, str(port), f"-{model}", "-X", "-od",
+                 str(folder), *extra]
+    for key in keys:
+        arguments += ["-k", key]
+    result = run_tool("findscu", arguments, check=True)
+    output = result.stdout + result.stderr
+    final = re.search(r"Received Final Find Response \(([^)]*)\)", output)
+    assert final is not None, output
+    files = sorted(folder.glob("rsp*.dcm"))
+    return FindscuResult(final.group(1), [pydicom.dcmread(path) for path in files])

@@ -6,47 +6,18 @@ identifiers DCMTK received.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
-from pydicom.dataset import Dataset
-
 from pacs.dimse.server import RunningServer
-from tests.dcmtk import run_tool
-from tests.integration.find_support import module_server, populate_core, study_uid
+from tests.integration.find_support import (
+    findscu,
+    module_server,
+    populate_core,
+    strict_hierarchy,
+    study_uid,
+)
 
 find_server = module_server(populate_core)
-
-
-@dataclass
-class FindscuResult:
-    """What findscu received: the final status line and each Pending identifier."""
-
-    final: str
-    identifiers: list[Dataset]
-
-    def values(self, keyword: str) -> list[str]:
-        """The value of `keyword` in each response, sorted."""
-        return sorted(str(getattr(identifier, keyword)) for identifier in self.identifiers)
-
-
-def findscu(server: RunningServer, folder: Path, model: str, *keys: str,
-            extra: tuple[str, ...] = ()) -> FindscuResult:
-    """Run findscu -P or -S with -k keys; responses land in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    host, port = server.address
-    arguments = ["-v", "-aec", "MINIPACS", host, str(port), f"-{model}", "-X", "-od",
-                 str(folder), *extra]
-    for key in keys:
-        arguments += ["-k", key]
-    result = run_tool("findscu", arguments, check=True)
-    output = result.stdout + result.stderr
-    final = re.search(r"Received Final Find Response \(([^)]*)\)", output)
-    assert final is not None, output
-    files = sorted(folder.glob("rsp*.dcm"))
-    return FindscuResult(final.group(1), [pydicom.dcmread(path) for path in files])
 
 
 # PS3.4 C.6.2.1.2 with DCMTK: Study Root STUDY level, patient name wildcard.
@@ -81,12 +52,14 @@ def test_findscu_patient_root_study_level(find_server: RunningServer, tmp_path: 
         [study_uid("PAT-DOE", "DOE1"), study_uid("PAT-DOE", "DOE2")])
 
 
-# PS3.4 C.4.1.2.1 with DCMTK: a PATIENT key at STUDY level in Patient Root is refused.
-def test_findscu_patient_root_refuses_patient_key_at_study_level(
+# PS3.4 C.4.1.2.1 with DCMTK, query.strict_hierarchy = true: a PATIENT key at STUDY level
+# in Patient Root is refused.
+def test_findscu_patient_root_refuses_patient_key_at_study_level_when_strict(
     find_server: RunningServer, tmp_path: Path
 ) -> None:
-    result = findscu(find_server, tmp_path, "P", "QueryRetrieveLevel=STUDY",
-                     "PatientName=Doe*")
+    with strict_hierarchy(find_server):
+        result = findscu(find_server, tmp_path, "P", "QueryRetrieveLevel=STUDY",
+                         "PatientName=Doe*")
     assert "DataSetDoesNotMatchSOPClass" in result.final
     assert result.identifiers == []
 

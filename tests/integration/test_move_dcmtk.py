@@ -11,6 +11,7 @@ import pytest
 from pacs.config import RemoteAE
 from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
+from tests.factory import uid
 from tests.integration.move_support import (
     LAYOUT,
     StoreSCP,
@@ -52,6 +53,14 @@ CASES = {
                  2),
     "S-IMAGE": ("S", {"QueryRetrieveLevel": "IMAGE", **S1, **SE1,
                       "SOPInstanceUID": LAYOUT.images_se1[1]}, 1),
+    # Issue #11 (no strict hierarchy), as dcmqrscp and Orthanc answer them: a key below the
+    # level is ignored, a list of UIDs above narrows to any of them, other keys are not used.
+    "S-STUDY-key-below": ("S", {"QueryRetrieveLevel": "STUDY", **S1, **SE1}, 5),
+    "S-SERIES-list-above": ("S", {"QueryRetrieveLevel": "SERIES",
+                                  "StudyInstanceUID": f"{LAYOUT.study_s1}\\{LAYOUT.study_s2}",
+                                  "SeriesInstanceUID": uid("P1", "S2", "SE3")}, 1),
+    "S-SERIES-key-above": ("S", {"QueryRetrieveLevel": "SERIES", **S1, **SE1,
+                                 "AccessionNumber": "ELSEWHERE"}, 3),
 }
 
 
