@@ -1,15 +1,14 @@
 """Debian's odil against minipacs, on each index backend: the `odil` command (echo, store,
-find, get of a series and of a study) and its Python bindings, python3-odil, for C-MOVE to
-the script's own incoming port."""
+find, get of a series and of a study) and its Python bindings, python3-odil, for C-MOVE
+(to a DCMTK storescp: see odil_move.py for why not to odil's own incoming port)."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
@@ -22,10 +21,10 @@ from tests.integration.interop_support import (
     require_program,
     require_python_module,
 )
-from tests.postgres import free_port
+from tests.integration.move_support import StoreSCP, fixture_storescp, stored_data_set
 
 ODIL_AE = "ODIL"
-MOVE_AE = "ODILMOVE"
+DESTINATION_AE = "ODILDEST"
 MOVE_SCRIPT = Path(__file__).with_name("odil_move.py")
 
 
@@ -44,9 +43,21 @@ def _odil(server: RunningServer, command: str, *arguments: str,
 
 
 @pytest.fixture
-def odil_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    """A server that knows python3-odil's move SCU as a destination on a free port."""
-    return server_factory(remotes=(RemoteAE(MOVE_AE, "127.0.0.1", free_port()),))
+def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
+    yield from fixture_storescp(tmp_path)
+
+
+@pytest.fixture
+def destination(storescp: Callable[..., StoreSCP]) -> StoreSCP:
+    """DCMTK storescp as the destination of python3-odil's C-MOVEs."""
+    return storescp(ae_title=DESTINATION_AE)
+
+
+@pytest.fixture
+def odil_server(server_factory: Callable[..., RunningServer],
+                destination: StoreSCP) -> RunningServer:
+    """A server that knows the storescp destination."""
+    return server_factory(remotes=(RemoteAE(DESTINATION_AE, "127.0.0.1", destination.port),))
 
 
 # PS3.7 9.1.5: `odil echo` succeeds.
@@ -132,34 +143,37 @@ def test_odil_get_of_a_series(odil_server: RunningServer, tmp_path: Path) -> Non
     assert _got(folder) == archive.series[series]
 
 
-def _odil_move(server: RunningServer, level: str, **keys: str) -> dict[str, Any]:
+def _odil_move(server: RunningServer, level: str, **keys: str) -> list[int]:
+    """C-MOVE with python3-odil to the storescp destination; the statuses it received."""
     python = require_python_module("odil", "python3-odil")
     host, port = server.address
-    remote = server.services.settings.remote(MOVE_AE)
-    assert remote is not None
     result = subprocess.run(
-        [python, str(MOVE_SCRIPT), host, str(port), "MINIPACS", MOVE_AE, str(remote.port),
+        [python, str(MOVE_SCRIPT), host, str(port), "MINIPACS", ODIL_AE, DESTINATION_AE,
          level, *(f"{k}={v}" for k, v in keys.items())],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    return [int(s) for s in json.loads(result.stdout.strip().splitlines()[-1])["statuses"]]
 
 
-# PS3.4 C.4.2: a C-MOVE of a study from python3-odil to its own AE title delivers the study
-# on its incoming port; the final status is Success.
-def test_python_odil_move_of_a_study(odil_server: RunningServer, tmp_path: Path) -> None:
+# PS3.4 C.4.2: a C-MOVE of a study from python3-odil delivers the study, as stored, to the
+# Move Destination; the final status is Success.
+def test_python_odil_move_of_a_study(odil_server: RunningServer, destination: StoreSCP,
+                                     tmp_path: Path) -> None:
     archive = populate(odil_server.services, tmp_path / "in")
-    moved = _odil_move(odil_server, "STUDY", StudyInstanceUID=archive.study)
-    assert set(moved["received"]) == archive.instances
-    assert len(moved["received"]) == len(archive.instances)
-    assert moved["statuses"][-1] == 0x0000
+    statuses = _odil_move(odil_server, "STUDY", StudyInstanceUID=archive.study)
+    assert statuses[-1] == 0x0000
+    received = destination.received()
+    assert set(received) == archive.instances
+    for sop_instance_uid, data_set in received.items():
+        assert data_set == stored_data_set(odil_server.services, sop_instance_uid)
 
 
 # PS3.4 C.4.2: a series-level C-MOVE from python3-odil delivers exactly that series.
-def test_python_odil_move_of_a_series(odil_server: RunningServer, tmp_path: Path) -> None:
+def test_python_odil_move_of_a_series(odil_server: RunningServer, destination: StoreSCP,
+                                      tmp_path: Path) -> None:
     archive = populate(odil_server.services, tmp_path / "in")
     series = archive.series_uid(0)
-    moved = _odil_move(odil_server, "SERIES", StudyInstanceUID=archive.study,
-                       SeriesInstanceUID=series)
-    assert sorted(moved["received"]) == sorted(archive.series[series])
-    assert moved["statuses"][-1] == 0x0000
+    statuses = _odil_move(odil_server, "SERIES", StudyInstanceUID=archive.study,
+                          SeriesInstanceUID=series)
+    assert statuses[-1] == 0x0000
+    assert set(destination.received()) == archive.series[series]
