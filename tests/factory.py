@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset as write_body
+from pydicom.filewriter import write_file_meta_info
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -101,6 +112,62 @@ def write_dataset(
 def make_file(folder: Path, **kwargs: Any) -> Path:
     """`make_dataset(**kwargs)` written to `folder`."""
     return write_dataset(make_dataset(**kwargs), folder)
+
+
+NATIVE_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+                   DeflatedExplicitVRLittleEndian)
+# One or two syntaxes of every family of encapsulated syntaxes pydicom knows (PS3.5 A.4).
+ENCAPSULATED_SYNTAXES = {
+    "jpeg-baseline": "1.2.840.10008.1.2.4.50", "jpeg-extended": "1.2.840.10008.1.2.4.51",
+    "jpeg-lossless": "1.2.840.10008.1.2.4.70", "jpeg-ls": "1.2.840.10008.1.2.4.80",
+    "jpeg-ls-near-lossless": "1.2.840.10008.1.2.4.81", "jpeg-2000": "1.2.840.10008.1.2.4.90",
+    "jpeg-2000-lossy": "1.2.840.10008.1.2.4.91",
+    "jpeg-2000-multi-component": "1.2.840.10008.1.2.4.92",
+    "htj2k": "1.2.840.10008.1.2.4.201", "htj2k-lossy": "1.2.840.10008.1.2.4.203",
+    "rle": "1.2.840.10008.1.2.5", "mpeg-2": "1.2.840.10008.1.2.4.100",
+    "mpeg-4-avc": "1.2.840.10008.1.2.4.102", "hevc": "1.2.840.10008.1.2.4.107",
+    "encapsulated-uncompressed": "1.2.840.10008.1.2.1.98",
+}
+
+
+def write_with_pixel_data(dataset: Dataset, folder: Path, transfer_syntax: str,
+                          encapsulated: bool) -> Path:
+    """`dataset` as a Part 10 file labelled `transfer_syntax`, its Pixel Data encoded by hand:
+    encapsulated (undefined length, an empty offset table and one fragment, PS3.5 A.4) or
+    native, whatever the label says. pydicom refuses to write such mismatches."""
+    del dataset.PixelData
+    syntax = UID(transfer_syntax)
+    implicit, little = syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
+    body = DicomBytesIO()
+    body.is_implicit_VR, body.is_little_endian = implicit, little
+    write_body(body, dataset)
+    order = "<" if little else ">"
+    pixels = bytes(range(64))
+    tag = struct.pack(order + "HH", 0x7FE0, 0x0010)
+    vr = b"" if implicit else (b"OB\0\0" if encapsulated else b"OW\0\0")
+    if encapsulated:
+        items = (struct.pack(order + "HHI", 0xFFFE, 0xE000, 0)
+                 + struct.pack(order + "HHI", 0xFFFE, 0xE000, len(pixels)) + pixels
+                 + struct.pack(order + "HHI", 0xFFFE, 0xE0DD, 0))
+        element = tag + vr + struct.pack(order + "I", 0xFFFFFFFF) + items
+    else:
+        element = tag + vr + struct.pack(order + "I", len(pixels)) + pixels
+    encoded = body.getvalue() + element
+    if syntax == DeflatedExplicitVRLittleEndian:
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        encoded = deflater.compress(encoded) + deflater.flush()
+        encoded += b"\0" * (len(encoded) % 2)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = syntax
+    header = DicomBytesIO()
+    header.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(header, meta)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{'encapsulated' if encapsulated else 'native'}-{syntax}.dcm"
+    path.write_bytes(header.getvalue() + encoded)
+    return path
 
 
 def code_sequence(value: str, scheme: str, meaning: str) -> Sequence:

@@ -9,7 +9,13 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from pacs.archive.encoding import MalformedDataset, check_structure, read_layout
-from tests.factory import make_file
+from tests.factory import (
+    ENCAPSULATED_SYNTAXES,
+    NATIVE_SYNTAXES,
+    make_dataset,
+    make_file,
+    write_with_pixel_data,
+)
 
 
 def _check(path: Path) -> None:
@@ -52,3 +58,31 @@ def test_missing_part10_prefix_is_malformed(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 200)
     with pytest.raises(MalformedDataset, match="Part 10"):
         read_layout(path)
+
+
+# PS3.5 A.4: Pixel Data of undefined length (encapsulated) under a native syntax is unreadable.
+@pytest.mark.parametrize("syntax", NATIVE_SYNTAXES)
+def test_encapsulated_pixel_data_under_a_native_syntax_is_malformed(tmp_path: Path,
+                                                                   syntax: str) -> None:
+    path = write_with_pixel_data(make_dataset(), tmp_path, syntax, encapsulated=True)
+    with pytest.raises(MalformedDataset, match=f"^encapsulated Pixel Data, native syntax "
+                                               f"{syntax}$"):
+        _check(path)
+    _check(write_with_pixel_data(make_dataset(), tmp_path, syntax, encapsulated=False))
+
+
+# PS3.5 A.4: under an encapsulated syntax, Pixel Data of defined length (native) is unreadable.
+@pytest.mark.parametrize("syntax", ENCAPSULATED_SYNTAXES.values(), ids=ENCAPSULATED_SYNTAXES)
+def test_native_pixel_data_under_an_encapsulated_syntax_is_malformed(tmp_path: Path,
+                                                                    syntax: str) -> None:
+    path = write_with_pixel_data(make_dataset(), tmp_path, syntax, encapsulated=False)
+    with pytest.raises(MalformedDataset, match=f"^native Pixel Data, encapsulated syntax "
+                                               f"{syntax}$"):
+        _check(path)
+    _check(write_with_pixel_data(make_dataset(), tmp_path, syntax, encapsulated=True))
+
+
+# PS3.5 A.4 concerns the data set's own Pixel Data: none at all (an SR) is never judged.
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.50", ImplicitVRLittleEndian])
+def test_data_set_without_pixel_data_passes_in_any_syntax(tmp_path: Path, syntax: str) -> None:
+    _check(make_file(tmp_path, transfer_syntax=syntax, PixelData=None))

@@ -23,11 +23,12 @@ from pacs.dimse.server import RunningServer, start_server
 from pacs.index.database import Index
 from pacs.index.query import FindQuery
 from pacs.model.identifier import parse_request, response_keys
-from pacs.model.levels import STUDY_ROOT
+from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT, InformationModel
 from pacs.model.matching import constraints
 from pacs.model.predicates import MatchOptions
 from pacs.model.status import DicomError, FindStatus
 from pacs.services.context import open_services
+from pacs.services.find import find_query
 from tests.conftest import scu
 from tests.conftest import test_settings as settings_for_tests
 from tests.test_index import _entry
@@ -97,6 +98,26 @@ def test_any_value_in_any_form_gives_a_status_or_rows_never_an_exception(
     if len(value) >= 4 and not value.isalnum():
         assert value not in sql, "a request value became SQL text"
     list(query.rows())  # runs against the real index without raising
+
+
+# Issue #11: without a strict hierarchy a key is answered at any level of either model (above,
+# at or below its own): still a status or rows for any value, never an exception.
+@pytest.mark.filterwarnings("ignore:Found unknown escape sequence:UserWarning")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keyword=st.sampled_from(sorted(KEYS)), model=st.sampled_from([STUDY_ROOT, PATIENT_ROOT]),
+       depth=st.integers(0, 3), value=forms, fuzzy=st.booleans())
+def test_any_key_at_any_level_gives_a_status_or_rows_never_an_exception(
+    index: Index, keyword: str, model: InformationModel, depth: int, value: str, fuzzy: bool
+) -> None:
+    identifier = _identifier(keyword, value)
+    identifier.QueryRetrieveLevel = model.levels[min(depth, len(model.levels) - 1)]
+    try:
+        request = parse_request(identifier, model)
+        query = find_query(request, MatchOptions(fuzzy_names=fuzzy))
+    except DicomError as error:
+        assert error.status in PASSING, error
+        return
+    list(query.rows())
 
 
 @pytest.fixture(scope="module")

@@ -146,3 +146,10 @@ def test_descendant_match_selects_studies_by_their_series_and_instances(
     assert _studies_with(("Modality", "CT"), ("SOPInstanceUID", instance_7)) == []
     assert _studies_with(("Modality", "C*"), ("InstanceNumber", "7")) == []
     assert _studies_with(("Modality", "M?"), ("InstanceNumber", "7")) == ["S1"]
+
+
+# PS3.4 C.4.1.1.4: a request with no key to read (QueryRetrieveLevel alone, or only keys below
+# it) still yields one row per entity, not an error.
+def test_query_without_keys_yields_one_row_per_entity(indexed: Services) -> None:
+    assert len(list(FindQuery("PATIENT", [], []).rows())) == 3
+    assert FindQuery("PATIENT", [], []).count(10) == 3

@@ -2,8 +2,9 @@
 
 Room: archive/. Imports pydicom and the standard library only. `read_layout` parses the File Meta
 Information, `check_structure` walks every element header to prove the data set is whole
-(pydicom itself accepts truncated files silently), and `read_header` decodes just the
-attributes the index keeps.
+(pydicom itself accepts truncated files silently) and that Pixel Data is encoded as its transfer
+syntax says (PS3.5 A.4: encapsulated exactly under the encapsulated syntaxes), and
+`read_header` decodes just the attributes the index keeps.
 """
 
 from __future__ import annotations
@@ -27,7 +28,18 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xE000, 0xE00D, 0xE0DD
 _MAX_DEPTH = 32
 DEFLATED = "1.2.840.10008.1.2.1.99"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 EXPLICIT_BIG = "1.2.840.10008.1.2.2"
+PIXEL_DATA = (0x7FE0, 0x0010)
+NATIVE_SYNTAXES = frozenset({IMPLICIT_LITTLE, EXPLICIT_LITTLE, EXPLICIT_BIG, DEFLATED})
+# Encapsulated syntaxes whose data sets carry no Pixel Data to judge: JPIP references pixels
+# by URL (PS3.5 A.6), MIME/XML and SMPTE ST 2110 are no data set encodings; Papyrus is retired.
+_NOT_JUDGED = frozenset({
+    "1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.204",
+    "1.2.840.10008.1.2.4.205", "1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.6.2",
+    "1.2.840.10008.1.2.7.1", "1.2.840.10008.1.2.7.2", "1.2.840.10008.1.2.7.3",
+    "1.2.840.10008.1.20",
+})
 
 
 class MalformedDataset(ValueError):
@@ -97,9 +109,10 @@ def check_structure(path: Path, layout: FileLayout) -> None:
     """
     if layout.transfer_syntax == DEFLATED:
         try:
-            pydicom.dcmread(path, force=True)
+            pixels = pydicom.dcmread(path, force=True).get_item(0x7FE00010)
         except Exception as exc:  # pydicom raises many types for broken deflate streams
             raise MalformedDataset(f"deflated data set does not decode: {exc}") from None
+        check_pixel_encoding(layout.transfer_syntax, _element_length(pixels))
         return
     explicit = layout.transfer_syntax != IMPLICIT_LITTLE
     little = layout.transfer_syntax != EXPLICIT_BIG
@@ -107,12 +120,52 @@ def check_structure(path: Path, layout: FileLayout) -> None:
         handle.seek(layout.dataset_offset)
         if layout.dataset_offset >= layout.size:
             raise MalformedDataset("the data set is empty")
-        _walk_dataset(handle, layout.size, explicit, little, depth=0, in_item=False)
+        pixel_length = _walk_dataset(handle, layout.size, explicit, little, depth=0,
+                                     in_item=False)
+    check_pixel_encoding(layout.transfer_syntax, pixel_length)
+
+
+def _element_length(element: object) -> int | None:
+    """The encoded length of a decoded element (raw or converted); None when absent."""
+    if element is None:
+        return None
+    if getattr(element, "is_undefined_length", False):
+        return _UNDEFINED
+    length = getattr(element, "length", None)
+    return length if isinstance(length, int) else len(getattr(element, "value", b"") or b"")
+
+
+def is_encapsulated_syntax(transfer_syntax: str) -> bool | None:
+    """Whether Pixel Data must be encapsulated under this syntax; None: not ours to judge
+    (a private syntax, or one whose data sets hold no Pixel Data)."""
+    if transfer_syntax in NATIVE_SYNTAXES:
+        return False
+    if transfer_syntax in _NOT_JUDGED:
+        return None
+    try:
+        return bool(UID(transfer_syntax).is_encapsulated)
+    except ValueError:  # pydicom cannot type a private UID
+        return None
+
+
+def check_pixel_encoding(transfer_syntax: str, pixel_length: int | None) -> None:
+    """PS3.5 A.4 and 8.2: top-level Pixel Data of undefined length (encapsulated) exactly
+    under an encapsulated syntax; otherwise no reader can decode it. MalformedDataset if not."""
+    if not pixel_length:
+        return  # absent or empty: nothing to decode
+    encapsulated = pixel_length == _UNDEFINED
+    expected = is_encapsulated_syntax(transfer_syntax)
+    if expected is False and encapsulated:
+        raise MalformedDataset(f"encapsulated Pixel Data, native syntax {transfer_syntax}")
+    if expected and not encapsulated:
+        raise MalformedDataset(f"native Pixel Data, encapsulated syntax {transfer_syntax}")
 
 
 def _walk_dataset(
     handle: BinaryIO, end: int, explicit: bool, little: bool, depth: int, in_item: bool
-) -> None:
+) -> int | None:
+    """Skip every element of one data set; the length of its own Pixel Data, if any."""
+    pixel_length = None
     order = "<" if little else ">"
     while handle.tell() < end:
         position = handle.tell()
@@ -122,7 +175,7 @@ def _walk_dataset(
         group, element = struct.unpack(order + "HH", header[:4])
         if group == 0xFFFE:
             if in_item and element == _ITEM_END:
-                return
+                return pixel_length
             raise MalformedDataset(f"unexpected delimiter (FFFE,{element:04X}) at byte {position}")
         vr = header[4:6] if explicit else b""
         if explicit and vr in _LONG_VRS:
@@ -137,6 +190,8 @@ def _walk_dataset(
         else:
             (length,) = struct.unpack(order + "I", header[4:8])
         tag = f"({group:04X},{element:04X})"
+        if (group, element) == PIXEL_DATA:
+            pixel_length = length
         if length == _UNDEFINED:
             # Undefined length: a sequence, encapsulated pixel data, or UN holding implicit data.
             items_explicit = explicit and vr != b"UN"
@@ -150,6 +205,7 @@ def _walk_dataset(
             handle.seek(length, 1)
     if in_item:
         raise MalformedDataset("data set ends inside an item of undefined length")
+    return pixel_length
 
 
 def _walk_items(

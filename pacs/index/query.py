@@ -177,6 +177,8 @@ class FindQuery:
                 self._add(key.keyword, self._key_column(key))
         for extra in extras:
             self._add(extra.name, getattr(MODELS[extra.table], extra.column))
+        if not self.columns:  # no key to read (only keys below): SELECT still needs a column
+            self._add("__entity", MODELS[level].id)
         self.collected = {key.keyword: key.vr for key in keys
                           if key.computed and DERIVED[key.keyword].column}
         self.post_names = []

@@ -80,6 +80,18 @@ class Search:
             raise DicomError(FindStatus.OUT_OF_RESOURCES, "index unavailable") from exc
 
 
+def find_query(request: FindRequest, options: MatchOptions) -> FindQuery:
+    """The index query of a validated request: its keys' predicates, those of the keys below
+    the level on the entity's descendants, and the columns its responses need."""
+    extras = [Extra("TimezoneOffsetFromUTC", "STUDY", TIMEZONE_COLUMN)] \
+        if request.want_timezone and request.level != "PATIENT" else []
+    predicates = constraints(request.values, options)
+    below = descendant_match(request.level, request.model.levels_below(request.level),
+                             request.below, options)
+    return FindQuery(request.level, predicates + ([below] if below is not None else []),
+                     response_keys(request), extras)
+
+
 def start_search(services: Services, model: InformationModel, identifier: Dataset,
                  features: FindFeatures) -> Search:
     """Validate `identifier` against `model`, build the query and check the match cap.
@@ -96,13 +108,7 @@ def start_search(services: Services, model: InformationModel, identifier: Datase
         combined_datetime=features.combined_datetime,
         timezone=request.timezone if features.timezone else "",
     )
-    extras = [Extra("TimezoneOffsetFromUTC", "STUDY", TIMEZONE_COLUMN)] \
-        if request.want_timezone and request.level != "PATIENT" else []
-    predicates = constraints(request.values, options)
-    below = descendant_match(request.level, model.levels_below(request.level), request.below,
-                             options)
-    query = FindQuery(request.level, predicates + ([below] if below is not None else []),
-                      response_keys(request), extras)
+    query = find_query(request, options)
     cap = settings.max_find_results
     try:
         over_cap = query.count(cap + 1) > cap

@@ -142,6 +142,18 @@ def test_study_key_at_patient_level_finds_patients_with_such_a_study(
     assert result.values("PatientID") == ["PAT-DOE", "PAT-MUE"]
 
 
+# PS3.4 C.4.1.1.3.2: with only a key below, each response holds the level and that key empty.
+def test_only_a_key_below_answers_one_response_per_matching_entity(
+    find_server: RunningServer,
+) -> None:
+    result = find(find_server, query(QueryRetrieveLevel="PATIENT", StudyDate="20240102"),
+                  model="P")
+    assert result.status == 0x0000 and len(result.identifiers) == 2  # PAT-DOE, PAT-MUE
+    for identifier in result.identifiers:
+        assert {e.keyword for e in identifier} == {"QueryRetrieveLevel", "RetrieveAETitle",
+                                                   "StudyDate"}
+
+
 # PS3.4 C.4.1.3.2, Patient Root: Orthanc-like empty Patient ID above is Universal Matching.
 def test_empty_patient_id_above_matches_every_patient(find_server: RunningServer) -> None:
     result = find(find_server, query(QueryRetrieveLevel="STUDY", PatientID="",

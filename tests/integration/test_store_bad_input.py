@@ -7,16 +7,30 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import ALL_TRANSFER_SYNTAXES
 
 from pacs.dimse.server import RunningServer
 from pacs.model.status import StoreStatus
 from tests.conftest import scu
-from tests.factory import CT_IMAGE_STORAGE, make_dataset, uid, write_dataset
+from tests.factory import (
+    CT_IMAGE_STORAGE,
+    ENCAPSULATED_SYNTAXES,
+    NATIVE_SYNTAXES,
+    make_dataset,
+    uid,
+    write_dataset,
+    write_with_pixel_data,
+)
+
+# The encapsulated syntaxes a C-STORE can use: pynetdicom 3.0.4 does not negotiate them all
+# (Encapsulated Uncompressed Explicit VR Little Endian; tests/test_encoding.py covers it).
+NEGOTIABLE = {family: syntax for family, syntax in ENCAPSULATED_SYNTAXES.items()
+              if syntax in ALL_TRANSFER_SYNTAXES}
 
 
-def _send(server: RunningServer, path: Path) -> Dataset:
+def _send(server: RunningServer, path: Path, syntax: str = ExplicitVRLittleEndian) -> Dataset:
     """Send a file verbatim (command UIDs from its file meta) and return the response."""
-    ae = scu(CT_IMAGE_STORAGE, transfer_syntaxes=[ExplicitVRLittleEndian])
+    ae = scu(CT_IMAGE_STORAGE, transfer_syntaxes=[syntax])
     host, port = server.address
     association = ae.associate(host, port, ae_title="MINIPACS")
     assert association.is_established
@@ -45,6 +59,7 @@ def _assert_only(server: RunningServer, good_uid: str) -> None:
     record = index.get_instance(good_uid)
     assert record is not None and archive.checksum(record.file_path) == record.file_sha256
     assert list(archive.iter_files()) == [record.file_path]
+    assert list(archive.iter_temp_files()) == []
 
 
 # PS3.4 B.2.3: 0xA900 when the data set's SOP Instance UID is not the command's.
@@ -134,3 +149,45 @@ def test_unknown_private_tags_are_stored(
     response = _send(server, write_dataset(dataset, tmp_path / "priv"))
     assert response.Status == 0x0000
     assert server.services.index.get_instance(str(dataset.SOPInstanceUID)) is not None
+
+
+# PS3.5 A.4, PS3.4 B.2.3 0xC000: encapsulated Pixel Data on a native context (odil's `store`
+# of a JPEG file over Explicit VR Little Endian) is unreadable, refused, and leaves nothing.
+@pytest.mark.parametrize("syntax", NATIVE_SYNTAXES)
+def test_encapsulated_pixel_data_under_a_native_syntax_is_c000(
+    server: RunningServer, tmp_path: Path, stored_before: str, syntax: str
+) -> None:
+    dataset = make_dataset(patient_id="ENCAPSULATED")
+    path = write_with_pixel_data(dataset, tmp_path / "bad", syntax, encapsulated=True)
+    response = _send(server, path, syntax)
+    assert response.Status == StoreStatus.CANNOT_UNDERSTAND
+    assert response.ErrorComment == f"encapsulated Pixel Data, native syntax {syntax}"
+    _assert_only(server, stored_before)
+
+
+# PS3.5 A.4, PS3.4 B.2.3 0xC000: native Pixel Data on an encapsulated context, in every
+# family of encapsulated syntaxes, is refused the same way.
+@pytest.mark.parametrize("syntax", NEGOTIABLE.values(), ids=NEGOTIABLE)
+def test_native_pixel_data_under_an_encapsulated_syntax_is_c000(
+    server: RunningServer, tmp_path: Path, stored_before: str, syntax: str
+) -> None:
+    dataset = make_dataset(patient_id="NATIVE")
+    path = write_with_pixel_data(dataset, tmp_path / "bad", syntax, encapsulated=False)
+    response = _send(server, path, syntax)
+    assert response.Status == StoreStatus.CANNOT_UNDERSTAND
+    assert response.ErrorComment == f"native Pixel Data, encapsulated syntax {syntax}"
+    _assert_only(server, stored_before)
+
+
+# PS3.4 B.2.3: the same files with Pixel Data encoded as their syntax says are stored.
+@pytest.mark.parametrize("syntax", [*NATIVE_SYNTAXES, *NEGOTIABLE.values()])
+def test_pixel_data_encoded_as_its_syntax_says_is_stored(
+    server: RunningServer, tmp_path: Path, chunked_send: None, syntax: str
+) -> None:
+    dataset = make_dataset(patient_id="MATCHING")
+    encapsulated = syntax in NEGOTIABLE.values()
+    response = _send(server, write_with_pixel_data(dataset, tmp_path, syntax, encapsulated),
+                     syntax)
+    assert response.Status == 0x0000
+    record = server.services.index.get_instance(str(dataset.SOPInstanceUID))
+    assert record is not None and record.transfer_syntax_uid == syntax

@@ -61,6 +61,13 @@ def _expected_status(path: Path, meta_instance: str) -> int:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not is_valid_uid(str(dataset.get(keyword, ""))):
             return StoreStatus.CANNOT_UNDERSTAND
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = pydicom.dcmread(path, force=True)
+    pixels, syntax = whole.get_item(0x7FE00010), UID(whole.file_meta.TransferSyntaxUID)
+    if pixels is not None and pixels.length and \
+            (pixels.length == 0xFFFFFFFF) != syntax.is_encapsulated:
+        return StoreStatus.CANNOT_UNDERSTAND  # PS3.5 A.4: pixels not encoded as labelled
     return StoreStatus.SUCCESS
 
 
