@@ -113,3 +113,12 @@ def test_pacs_conformance_prints_markdown_or_html(
     out = capsys.readouterr().out
     assert out.startswith("<!DOCTYPE html>")
     assert re.search(r"<h1 id=\"[^\"]+\">MINIPACS DICOM Conformance Statement</h1>", out)
+
+
+# PS3.4 C.4.1.2.1: whether keys outside the hierarchy are refused follows the setting.
+def test_statement_follows_strict_hierarchy() -> None:
+    lenient, strict = (statement(replace(Settings(), strict_hierarchy=value))
+                       for value in (False, True))
+    assert "(`query.strict_hierarchy` = `false`): answered" in lenient
+    assert "(`query.strict_hierarchy` = `true`): refused with `0xA900`" in strict
+    assert "a key below the level" in strict and "a key below the level" not in lenient

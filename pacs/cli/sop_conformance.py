@@ -39,7 +39,8 @@ CONDITIONS: dict[type[IntEnum], dict[IntEnum, str]] = {
         StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS: "the data set's SOP Class or SOP "
                                                       "Instance UID differs from the request's",
         StoreStatus.CANNOT_UNDERSTAND: "a truncated or unparseable data set; Study, Series or "
-                                       "SOP Instance UID missing or not a valid UID",
+                                       "SOP Instance UID missing or not a valid UID; Pixel "
+                                       "Data not encoded as the transfer syntax says",
     },
     FindStatus: {
         FindStatus.SUCCESS: "matching is complete: every match was sent",
@@ -52,9 +53,8 @@ CONDITIONS: dict[type[IntEnum], dict[IntEnum, str]] = {
         FindStatus.OUT_OF_RESOURCES: "more than `query.max_results` ({max_results}) entities "
                                      "match (nothing is sent), or the index is unavailable",
         FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: "Query/Retrieve Level missing or not "
-            "in the model, a key below the level, a malformed value, several values in a "
-            "single-valued key, or (without relational queries) a Unique Key above the level "
-            "missing or another key of a level above; Offending Element names the element",
+            "in the model, a malformed value, several values in a single-valued key{find_strict}"
+            "; Offending Element names the element",
         FindStatus.UNABLE_TO_PROCESS: "the SOP class is not a C-FIND model, or an internal "
                                       "error while matching",
     },
@@ -76,8 +76,8 @@ CONDITIONS: dict[type[IntEnum], dict[IntEnum, str]] = {
         RetrieveStatus.MOVE_DESTINATION_UNKNOWN: "C-MOVE only: the Move Destination is not in "
                                                  "the remote AE table (4.4.1.2){reply}",
         RetrieveStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: "Query/Retrieve Level missing or "
-            "not in the model, the Unique Key of the level missing, keys above the level not "
-            "single-valued, or any other key; Offending Element names the element",
+            "not in the model, the Unique Key of the level missing, an invalid UID{move_strict}; "
+            "Offending Element names the element",
         RetrieveStatus.UNABLE_TO_PROCESS: "an undecodable identifier or an internal error",
     },
 }
@@ -100,7 +100,13 @@ def _meaning(member: IntEnum) -> str:
 def _fill(text: str, settings: Settings) -> str:
     reply = "" if not settings.reply_to_requester else \
         " and is not the caller's own AE title (reply to requester is on)"
-    return text.format(duplicates=settings.duplicates,
+    find_strict = (", or (without relational queries) a key below the level, a Unique Key "
+                   "above missing or not single-valued, or another key of a level above "
+                   "(`query.strict_hierarchy` is on)") if settings.strict_hierarchy else ""
+    move_strict = (", a list of UIDs above the level or a Unique Key below it "
+                   "(`query.strict_hierarchy` is on)") if settings.strict_hierarchy else ""
+    return text.format(duplicates=settings.duplicates, find_strict=find_strict,
+                       move_strict=move_strict,
                        size=_bytes(settings.max_dataset_size),
                        max_results=settings.max_find_results,
                        max_sub_operations=MAX_SUB_OPERATIONS, reply=reply)
@@ -194,6 +200,13 @@ def find_section(settings: Settings, accepted: tuple[str, ...],
         "one component group.",
         f"- **Most matches** (`query.max_results`): {settings.max_find_results}; more is "
         "`0xA700`, never a silently cut list.",
+        "- **Keys outside the hierarchy** (`query.strict_hierarchy` = "
+        f"`{str(settings.strict_hierarchy).lower()}`): " + (
+            "refused with `0xA900` unless relational queries were negotiated (PS3.4 "
+            "C.4.1.2.1)." if settings.strict_hierarchy else
+            "answered: keys of a level above are read as a relational query reads them; "
+            "keys of a level below select entities by their descendants and come back zero "
+            "length (`0xFF01`)."),
         "",
         *find_keys_section(),
         *status_table(FindStatus, settings),
@@ -210,7 +223,10 @@ def move_section(settings: Settings) -> list[str]:
         "- **Destinations**: the remote AE table (4.4.1.2) only; reply to requester "
         f"(`retrieve.reply_to_requester`): {reply}.",
         "- **Levels**: every level of each model; the Unique Key of the level may be a list "
-        "of UIDs.",
+        "of UIDs; Unique Keys above narrow the set, other keys are not used" + (
+            "." if settings.strict_hierarchy else
+            "; a list of UIDs above narrows to any of them and a Unique Key below is ignored "
+            "(`query.strict_hierarchy` is off)."),
         "- **Sub-operations**: the instance set is read once; each C-STORE carries the Move "
         "Originator AE Title and Message ID; a missing or damaged file fails that one "
         "sub-operation and the retrieve goes on.",
