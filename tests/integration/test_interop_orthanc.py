@@ -66,16 +66,18 @@ def test_orthanc_study_query_with_utf8_name(orthanc_and_server: tuple[Orthanc, R
             for a in answers] == [(archive.patient_name, archive.study, "5")]
 
 
-# PS3.4 C.4.1: a series-level C-FIND of one study answers one response per series.
-# (Orthanc's series-level identifier also carries Accession Number, a key of the level
-# above: minipacs must match on it rather than refuse it.)
-def test_orthanc_series_query(orthanc_and_server: tuple[Orthanc, RunningServer],
-                              tmp_path: Path) -> None:
+# PS3.4 C.4.1: a series-level C-FIND answers one response per series of the study whose
+# patient's name (outside Latin-1, with a wildcard) matches. Orthanc's series identifier
+# carries keys of the levels above (Patient's Name here, Accession Number always): minipacs
+# reads them as a relational query would (query.strict_hierarchy off, the default).
+def test_orthanc_series_query_with_utf8_name(orthanc_and_server: tuple[Orthanc, RunningServer],
+                                             tmp_path: Path) -> None:
     orthanc, server = orthanc_and_server
     archive = populate(server.services, tmp_path / "in")
-    answers = orthanc.query("Series", {"StudyInstanceUID": archive.study,
-                                       "SeriesInstanceUID": "", "Modality": "",
-                                       "NumberOfSeriesRelatedInstances": ""})
+    populate(server.services, tmp_path / "other", patient_id="INTEROP-2",
+             patient_name="Kowalski^Jan")
+    answers = orthanc.query("Series", {"PatientName": "Łukasiewicz*", "SeriesInstanceUID": "",
+                                       "Modality": "", "NumberOfSeriesRelatedInstances": ""})
     assert sorted((a["SeriesInstanceUID"], a["Modality"], a["NumberOfSeriesRelatedInstances"])
                   for a in answers) == sorted([(archive.series_uid(0), "CT", "3"),
                                                (archive.series_uid(1), "MR", "2")])
