@@ -1,7 +1,8 @@
 """`pacs` command line: arguments, logging and pydicom's configuration; import, stats, db.
 
 Room: cli/. Imports config, services/ and index/ (schema version); `serve` lives in
-cli/serve.py, the one module that starts the protocol faces. The only module that sets
+cli/serve.py, the one module that starts the protocol faces; `conformance` in
+cli/conformance.py, which describes the DIMSE face. The only module that sets
 `pydicom.config`.
 """
 
@@ -73,6 +74,7 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand; each sets `handler` to the function it runs."""
+    from pacs.cli.conformance import add_conformance_command
     from pacs.cli.operations import add_operation_commands
 
     parser = argparse.ArgumentParser(prog="pacs", description="minipacs DICOM archive")
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     database.set_defaults(handler=None)
 
     add_operation_commands(commands, _settings_arguments)
+    add_conformance_command(commands, _settings_arguments)
     return parser
 
 
@@ -198,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(settings, arguments)
         if arguments.command == "db":
             return run_db(settings, arguments.action)
+        if arguments.command == "conformance":
+            from pacs.cli.conformance import run_conformance
+
+            return run_conformance(settings, arguments.html)
         services = open_services(settings)
         try:
             return int(arguments.handler(services, arguments))

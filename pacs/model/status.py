@@ -10,9 +10,10 @@ from enum import IntEnum
 
 
 class EchoStatus(IntEnum):
-    """C-ECHO statuses (PS3.7 9.1.5.1.4)."""
+    """C-ECHO statuses (PS3.7 9.1.5.1.4; 0x0124 is the general status of PS3.7 C.5.4)."""
 
     SUCCESS = 0x0000
+    NOT_AUTHORIZED = 0x0124
 
 
 class StoreStatus(IntEnum):
