@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
-SERVICES = ("echo", "store", "find", "move", "get")
+# commitment, worklist and mpps: the modality services of PS3.4 Annexes J, K and F.
+SERVICES = ("echo", "store", "find", "move", "get", "commitment", "worklist", "mpps")
 UNKNOWN_CALLER_POLICIES = ("echo-store", "echo", "reject")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -79,6 +80,9 @@ class Settings:
     tls_require_client_certificate: bool = False
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    worklist_folder: Path | None = None
+    commitment_retry_interval: float = 60.0
+    commitment_expiry: float = 86400.0
 
     def remote(self, ae_title: str) -> RemoteAE | None:
         """The configured remote with this AE title, if any."""
@@ -302,6 +306,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("tls_require_client_certificate", "tls.require_client_certificate", _parse_bool),
     SettingSpec("metrics_port", "metrics.port", parse_port),
     SettingSpec("metrics_host", "metrics.host", lambda v: str(v).strip()),
+    SettingSpec("worklist_folder", "worklist.folder", _optional_path),
+    SettingSpec("commitment_retry_interval", "commitment.retry_interval", _positive_float),
+    SettingSpec("commitment_expiry", "commitment.expiry", _positive_float),
 )
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 _SPEC_BY_TOML = {spec.toml_key: spec for spec in SPECS}
