@@ -46,7 +46,9 @@ from pacs.services.store import column_values
 log = logging.getLogger("pacs.worklist")
 
 SUFFIX = ".wl"  # worklist files, as DCMTK's wlmscpfs names them
-_reported: dict[str, str] = {}  # folder file -> the stamp of the version already logged as bad
+# Folder file -> the stamp (mtime, size) of its version already logged / found unservable.
+_reported: dict[str, str] = {}
+_invalid: dict[str, str] = {}
 _reported_lock = threading.Lock()
 
 
@@ -80,12 +82,19 @@ def _stamp(entry: os.DirEntry[str]) -> str:
     return f"{info.st_mtime_ns}:{info.st_size}"
 
 
-def _report_once(name: str, stamp: str, message: str, *args: object) -> None:
+def _report_once(path: Path, stamp: str, message: str, *args: object) -> bool:
+    """Log `message` once per version (stamp) of `path`; False when already logged."""
     with _reported_lock:
-        if _reported.get(name) == stamp:
-            return
-        _reported[name] = stamp
+        if _reported.get(str(path)) == stamp:
+            return False
+        _reported[str(path)] = stamp
     log.warning(message, *args)
+    return True
+
+
+def _known_bad(path: Path, stamp: str) -> bool:
+    with _reported_lock:
+        return _invalid.get(str(path)) == stamp
 
 
 def sync_folder(services: Services) -> None:
@@ -97,23 +106,26 @@ def sync_folder(services: Services) -> None:
         files = {entry.name: _stamp(entry) for entry in os.scandir(folder)
                  if entry.name.endswith(SUFFIX) and entry.is_file()}
     except OSError as exc:
-        _report_once(str(folder), "", "worklist folder %s cannot be read: %s", folder, exc)
+        _report_once(folder, "", "worklist folder %s cannot be read: %s", folder, exc)
         return
     items = WorklistItems(services.index)
     known = items.folder_stamps()
     stale = [name for name in known if name not in files]
     for name, stamp in sorted(files.items()):
-        if known.get(name) == stamp:
+        path = folder / name
+        if known.get(name) == stamp or _known_bad(path, stamp):
             continue
         try:
-            write = item_write(read_item(folder / name), name, stamp)
+            write = item_write(read_item(path), name, stamp)
         except InvalidWorklistItem as exc:
-            _report_once(name, stamp, "worklist file %s skipped: %s", folder / name, exc)
+            with _reported_lock:
+                _invalid[str(path)] = stamp  # not read again until the file changes
+            _report_once(path, stamp, "worklist file %s skipped: %s", path, exc)
             stale += [name] if name in known else []
             continue
         if items.put(write) == "conflict":
-            _report_once(name, stamp, "worklist file %s skipped: its step %s is already on "
-                         "the worklist from elsewhere", folder / name, write.step_key)
+            _report_once(path, stamp, "worklist file %s skipped: its step %s is already on "
+                         "the worklist from elsewhere", path, write.step_key)
     items.remove_sources(stale)
 
 
