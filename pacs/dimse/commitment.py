@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_role
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu_primitives import A_RELEASE
 
 from pacs.config import Settings
 from pacs.dimse.destination import park_reactor
@@ -129,7 +130,11 @@ def _exchange(assoc: Any, context: Any, event_type: int, information: Dataset,
 
 
 def _gone(assoc: Any) -> str:
-    if assoc.acse.is_release_requested():
+    """Why the association can no longer carry a report ("" while it can). A release request
+    is only looked at: `acse.is_release_requested()` would take it from the reactor, which
+    must answer it once unparked."""
+    waiting = assoc.dul.peek_next_pdu()
+    if isinstance(waiting, A_RELEASE) and waiting.result is None:
         return "the requester is releasing the association"
     if not assoc.is_established or assoc.acse.is_aborted() or not assoc.dul.is_alive():
         return "the association has ended"
