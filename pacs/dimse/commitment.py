@@ -77,7 +77,6 @@ def handle_n_action(event: Any, services: Services) -> tuple[Dataset, Dataset | 
         transaction = action.transaction_uid
         record = services.commitments.accept(calling_ae(event), action)
     except DicomError as error:
-        log.warning("storage commitment from %s refused: %s", peer(event), error)
         record_operation(event, services, "N-ACTION", error.status, started,
                          transaction_uid=transaction, error=error.comment)
         return normalized_error_dataset(error), None

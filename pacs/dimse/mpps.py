@@ -48,7 +48,6 @@ def handle_n_create(event: Any, services: Services) -> tuple[Dataset, Dataset | 
         outcome = create_step(services.index, uid, _decoded(event, "attribute_list"),
                               calling_ae(event))
     except DicomError as error:
-        log.warning("N-CREATE from %s refused: %s", peer(event), error)
         record_operation(event, services, "N-CREATE", error.status, started,
                          sop_instance_uid=(uid or "")[:64], error=error.comment)
         return normalized_error_dataset(error), None
@@ -75,7 +74,6 @@ def handle_n_set(event: Any, services: Services) -> tuple[Dataset, Dataset | Non
         require_permission(event, services, "mpps", ProcedureStepStatus.NOT_AUTHORIZED)
         outcome = set_step(services.index, uid, _decoded(event, "modification_list"))
     except DicomError as error:
-        log.warning("N-SET from %s refused: %s", peer(event), error)
         record_operation(event, services, "N-SET", error.status, started,
                          sop_instance_uid=uid[:64], error=error.comment)
         return normalized_error_dataset(error), None

@@ -88,7 +88,6 @@ def _search(event: Any, services: Services,
                      fields["matches"])
             yield status_dataset(WorklistStatus.CANCEL), None
     except DicomError as error:
-        log.warning("worklist C-FIND from %s refused: %s", peer(event), error)
         yield error_dataset(error), None
     except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC311
         log.exception("worklist C-FIND from %s failed", peer(event))

@@ -110,6 +110,8 @@ class CommitmentReporter:
         self.channel: ReportChannel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._workers: set[threading.Thread] = set()
+        self._lock = threading.Lock()
 
     # --- the N-ACTION ---------------------------------------------------------------------
 
@@ -132,8 +134,18 @@ class CommitmentReporter:
 
     def submit(self, record: CommitmentRecord, association: Any = None) -> None:
         """Check and report `record` in a thread of its own (first on `association`)."""
-        threading.Thread(target=self.process, args=(record, association), daemon=True,
-                         name=f"commitment-{record.id}").start()
+        worker = threading.Thread(target=self._run, args=(record, association), daemon=True,
+                                  name=f"commitment-{record.id}")
+        with self._lock:
+            self._workers.add(worker)
+        worker.start()
+
+    def _run(self, record: CommitmentRecord, association: Any) -> None:
+        try:
+            self.process(record, association)
+        finally:
+            with self._lock:
+                self._workers.discard(threading.current_thread())
 
     # --- the background loop ---------------------------------------------------------------
 
@@ -151,11 +163,22 @@ class CommitmentReporter:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop (pending requests stay in the index for the next start)."""
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait up to `timeout` seconds for the reports in flight to be answered or given up."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            workers = list(self._workers)
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop and let reports in flight finish for `timeout` seconds (what is not
+        delivered stays pending in the index for the next start)."""
         self._stop.set()
+        started = time.monotonic()
+        self.drain(timeout)
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, timeout - (time.monotonic() - started)))
         self.index.release_connection()
 
     def _loop(self) -> None:

@@ -14,6 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE, evt
+from pynetdicom.dimse_messages import N_EVENT_REPORT_RSP
 
 from pacs.config import Peer, RemoteAE
 from pacs.dimse.server import RunningServer
@@ -35,18 +36,34 @@ WAIT = 30.0  # seconds a report may take to arrive: a bound, not a measurement
 class Reports:
     """N-EVENT-REPORTs a test SCU received: (event type, information, association)."""
 
+    answer: int = 0x0000  # the status the SCU answers each report with
     received: list[tuple[int, Dataset, Any]] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
+    answered: threading.Event = field(default_factory=threading.Event)
 
     def handler(self, event: Any) -> tuple[int, None]:
-        """EVT_N_EVENT_REPORT: keep the report, answer Success."""
+        """EVT_N_EVENT_REPORT: keep the report, answer `answer`."""
         self.received.append((int(event.event_type), event.event_information, event.assoc))
         self.arrived.set()
-        return 0x0000, None
+        return self.answer, None
 
-    def wait(self) -> tuple[int, Dataset, Any]:
-        """The first report, within WAIT seconds."""
+    def sent(self, event: Any) -> None:
+        """EVT_DIMSE_SENT: the answer to a report has left (so releasing cannot cut it off)."""
+        if isinstance(event.message, N_EVENT_REPORT_RSP):
+            self.answered.set()
+
+    @property
+    def handlers(self) -> list[tuple[Any, Any]]:
+        """The event bindings of an SCU association or receiver."""
+        return [(evt.EVT_N_EVENT_REPORT, self.handler), (evt.EVT_DIMSE_SENT, self.sent)]
+
+    def wait(self, server: RunningServer | None = None) -> tuple[int, Dataset, Any]:
+        """The first report, within WAIT seconds, once answered; with `server`, once the
+        server has recorded the answer too."""
         assert self.arrived.wait(WAIT), "no N-EVENT-REPORT arrived"
+        assert self.answered.wait(WAIT), "the N-EVENT-REPORT was not answered"
+        if server is not None:
+            server.services.commitments.drain(WAIT)
         return self.received[0]
 
 
@@ -92,7 +109,7 @@ def receiver() -> Iterator[Callable[..., tuple[int, Reports]]]:
         ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
         port = port or free_port()
         server = ae.start_server(("127.0.0.1", port), block=False,
-                                 evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)])
+                                 evt_handlers=reports.handlers)
         started.append(server)
         return port, reports
 
@@ -108,9 +125,9 @@ def test_the_report_comes_on_the_same_association(server: RunningServer,
     reports = Reports()
     transaction = uid("commit", "same")
     with associated(server, STORAGE_COMMITMENT,
-                    evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)]) as assoc:
+                    evt_handlers=reports.handlers) as assoc:
         assert n_action(assoc, request(transaction, references)) == 0x0000
-        event_type, information, on = reports.wait()
+        event_type, information, on = reports.wait(server)
         assert on is assoc
     assert event_type == 1
     assert information.TransactionUID == transaction
@@ -148,9 +165,9 @@ def test_failures_name_their_reason(server: RunningServer, tmp_path: Path) -> No
     references = [good, missing, damaged, (MR_IMAGE_STORAGE, other_class[1]), unknown]
     reports = Reports()
     with associated(server, STORAGE_COMMITMENT,
-                    evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)]) as assoc:
+                    evt_handlers=reports.handlers) as assoc:
         assert n_action(assoc, request(uid("commit", "fail"), references)) == 0x0000
-        event_type, information, _ = reports.wait()
+        event_type, information, _ = reports.wait(server)
     assert event_type == 2
     assert [i.ReferencedSOPInstanceUID for i in information.ReferencedSOPSequence] == [good[1]]
     reasons = {i.ReferencedSOPInstanceUID: int(i.FailureReason)
@@ -167,9 +184,9 @@ def test_a_reused_transaction_uid_fails_every_instance(server: RunningServer,
     for expected in (1, 2):
         reports = Reports()
         with associated(server, STORAGE_COMMITMENT,
-                        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)]) as assoc:
+                        evt_handlers=reports.handlers) as assoc:
             assert n_action(assoc, request(transaction, references)) == 0x0000
-            event_type, information, _ = reports.wait()
+            event_type, information, _ = reports.wait(server)
         assert event_type == expected
     assert int(information.FailedSOPSequence[0].FailureReason) == 0x0131
 
@@ -216,18 +233,17 @@ def test_commitment_needs_the_permission(server_factory: Callable[..., RunningSe
 
 
 def test_an_undeliverable_report_stays_pending(server: RunningServer, tmp_path: Path) -> None:
-    # Without the same association or an AE table entry, the report waits (README).
+    # PS3.4 J.3.3.1.2: a report the requester refuses on its association, with no AE table
+    # entry for a new one, stays owed (README: retried until commitment.expiry).
     references = stored(server.services, tmp_path / "in", 1)
-    with associated(server, STORAGE_COMMITMENT) as assoc:
+    reports = Reports(answer=0x0110)
+    with associated(server, STORAGE_COMMITMENT, evt_handlers=reports.handlers) as assoc:
         assert n_action(assoc, request(uid("commit", "nowhere"), references)) == 0x0000
-    commitments = Commitments(server.services.index)
-    deadline = threading.Event()
-    for _ in range(int(WAIT * 20)):
-        record = commitments.list()[0]
-        if record.attempts:
-            break
-        deadline.wait(0.05)
-    assert record.state == "pending" and "no [[remote]] entry for MODALITY" in record.last_error
+        reports.wait(server)
+    (record,) = Commitments(server.services.index).list()
+    assert record.state == "pending" and record.attempts == 1
+    assert "answered with status 272" in record.last_error
+    assert "no [[remote]] entry for MODALITY" in record.last_error
 
 
 def test_a_pending_report_is_sent_after_a_crash(
@@ -243,7 +259,9 @@ def test_a_pending_report_is_sent_after_a_crash(
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CT_IMAGE_STORAGE)
     ae.add_requested_context(STORAGE_COMMITMENT)
-    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="MINIPACS")
+    refused = Reports(answer=0x0110)  # "not now": the report stays owed
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="MINIPACS",
+                         evt_handlers=refused.handlers)
     assert assoc.is_established
     from pydicom import dcmread
 
@@ -252,9 +270,11 @@ def test_a_pending_report_is_sent_after_a_crash(
     transaction = uid("commit", "crash")
     references = [(CT_IMAGE_STORAGE, str(dataset.SOPInstanceUID))]
     assert n_action(assoc, request(transaction, references)) == 0x0000
+    refused.wait()
     assoc.release()
-    pacs.kill()  # nobody listened for the report: it is owed
+    pacs.kill()  # the report is owed: refused on the association, nobody listens at `port`
     _, reports = receiver(port)
+    pacs.port = 0  # a free port again: the old one may be taken meanwhile
     pacs.start()
     event_type, information, _ = reports.wait()
     assert event_type == 1 and information.TransactionUID == transaction
