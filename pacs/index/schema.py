@@ -26,6 +26,8 @@ _INDEXED = {
     "study_date", "study_time_norm", "accession_number", "study_id", "referring_physician_name",
     "referring_physician_name_folded", "study_description",
     "modality", "series_number", "sop_class_uid", "instance_number",
+    # worklist items: a modality asks for its day's steps
+    "scheduled_procedure_step_start_date",
 }
 
 

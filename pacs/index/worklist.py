@@ -90,9 +90,10 @@ class WorklistItems:
     def folder_stamps(self) -> dict[str, str]:
         """{source file: stamp when read} of the items that came from the worklist folder."""
         try:
-            query = WorklistItem.select(WorklistItem.source, WorklistItem.source_stamp) \
-                .where(WorklistItem.source != "").tuples()
-            return dict(query)
+            # Plain SQL: this runs on every worklist query, over every folder item.
+            cursor = self.index.database.execute_sql(
+                "SELECT source, source_stamp FROM worklist_item WHERE source != ''")
+            return dict(cursor.fetchall())
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
 

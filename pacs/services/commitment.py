@@ -38,6 +38,7 @@ log = logging.getLogger("pacs.commitment")
 # Who holds a claim: this host, this process, this start (a restarted container reuses its pid).
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 _LONGEST_DELAY = 3600.0
+_LOOKUP_CHUNK = 500
 
 
 class ReportChannel(Protocol):
@@ -55,9 +56,14 @@ def check_instances(archive: Archive, index: Index,
     """J.3.3.1.2: each referenced instance committed, or its Failure Reason: 0x0112 not held,
     0x0119 held under another SOP Class, 0x0110 its file is missing, unreadable or not the one
     indexed (size, SHA-256)."""
+    held = {}
+    uids = [sop_instance for _, sop_instance in references]
+    for start in range(0, len(uids), _LOOKUP_CHUNK):  # one query per chunk, not per instance
+        held.update((r.sop_instance_uid, r) for r in index.instances_for_retrieve(
+            sop_instance_uids=uids[start:start + _LOOKUP_CHUNK]))
     outcomes = []
     for sop_class, sop_instance in references:
-        record = index.get_instance(sop_instance)
+        record = held.get(sop_instance)
         failure = 0
         if record is None:
             failure = CommitmentFailure.NO_SUCH_OBJECT_INSTANCE

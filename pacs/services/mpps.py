@@ -32,7 +32,7 @@ from pacs.model.status import DicomError, ProcedureStepStatus
 log = logging.getLogger("pacs.mpps")
 
 # Root of the SOP Instance UIDs we assign when an N-CREATE names none (PS3.7 10.1.5).
-UID_PREFIX = "1.2.826.0.1.3680043.10.1071.9."
+UID_PREFIX = "1.2.826.0.1.3680043.10.1071.14."
 _RETRIES = 5  # concurrent N-SETs of one step: re-read and re-apply this often
 
 

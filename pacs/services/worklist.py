@@ -112,8 +112,10 @@ def sync_folder(services: Services) -> None:
     known = items.folder_stamps()
     stale = [name for name in known if name not in files]
     for name, stamp in sorted(files.items()):
+        if known.get(name) == stamp:
+            continue  # the usual case, kept cheap: no path object, no read
         path = folder / name
-        if known.get(name) == stamp or _known_bad(path, stamp):
+        if _known_bad(path, stamp):
             continue
         try:
             write = item_write(read_item(path), name, stamp)
