@@ -110,22 +110,36 @@ def _exchange(assoc: Any, context: Any, event_type: int, information: Dataset,
     request.EventTypeID = event_type
     request.EventInformation = BytesIO(encoded)
     assoc.dimse.send_msg(request, context.context_id)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if reason := give_up():
-            return reason
-        try:
-            _, message = assoc.dimse.msg_queue.get(timeout=_POLL)
-        except queue.Empty:
-            continue
-        if message is None:
-            return "association closed"
-        if isinstance(message, N_EVENT_REPORT) and message.MessageIDBeingRespondedTo == 1:
-            status = None if message.Status is None else int(message.Status)
-            return "" if status == 0 else f"N-EVENT-REPORT answered with status {status}"
-        log.warning("ignoring unexpected %s while waiting for an N-EVENT-REPORT response",
-                    type(message).__name__)
-    return f"no N-EVENT-REPORT response in {timeout:g} s"
+    held: list[Any] = []  # the peer's own requests meanwhile, for the reactor to serve
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if reason := give_up():
+                return reason
+            try:
+                entry = assoc.dimse.msg_queue.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            message = entry[1]
+            if message is None:
+                return "association closed"
+            if isinstance(message, N_EVENT_REPORT) and message.MessageIDBeingRespondedTo == 1:
+                status = None if message.Status is None else int(message.Status)
+                return "" if status == 0 else f"N-EVENT-REPORT answered with status {status}"
+            held.append(entry)
+        return f"no N-EVENT-REPORT response in {timeout:g} s"
+    finally:
+        _give_back(assoc.dimse.msg_queue, held)
+
+
+def _give_back(messages: queue.Queue[Any], held: list[Any]) -> None:
+    """Put messages taken while waiting back at the head of the DIMSE queue, in order, so the
+    unparked reactor serves them (a modality may send its next request meanwhile)."""
+    if not held:
+        return
+    with messages.mutex:
+        messages.queue.extendleft(reversed(held))
+        messages.not_empty.notify(len(held))
 
 
 def _gone(assoc: Any) -> str:

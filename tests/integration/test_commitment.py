@@ -279,3 +279,53 @@ def test_a_pending_report_is_sent_after_a_crash(
     event_type, information, _ = reports.wait()
     assert event_type == 1 and information.TransactionUID == transaction
     pacs.terminate()
+
+
+def test_a_request_sent_while_the_report_awaits_its_answer_is_served(
+        server: RunningServer, tmp_path: Path) -> None:
+    # PS3.7 (DIMSE): the SCU may send its next request at any time; one that arrives while
+    # the server waits for the N-EVENT-REPORT answer is still served afterwards.
+    from io import BytesIO
+
+    from pynetdicom.dimse_primitives import C_ECHO, N_ACTION
+    from pynetdicom.dsutils import encode
+
+    from pacs.dimse.destination import park_reactor
+
+    references = stored(server.services, tmp_path / "in", 1)
+    seen: list[str] = []
+    contexts: dict[str, int] = {}
+
+    def report(event: Any) -> tuple[int, None]:
+        # pynetdicom serves N-EVENT-REPORT requests in a thread of their own: from here the
+        # C-ECHO leaves before the answer, so it reaches a server waiting for that answer.
+        seen.append("N_EVENT_REPORT")
+        echo = C_ECHO()
+        echo.MessageID = 2
+        echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+        event.assoc.dimse.send_msg(echo, contexts["1.2.840.10008.1.1"])
+        return 0x0000, None
+
+    with associated(server, STORAGE_COMMITMENT, "1.2.840.10008.1.1",
+                    evt_handlers=[(evt.EVT_N_EVENT_REPORT, report)]) as assoc:
+        contexts.update({str(cx.abstract_syntax): cx.context_id
+                         for cx in assoc.accepted_contexts})
+        assert park_reactor(assoc)  # the test reads the responses itself
+        try:
+            action = N_ACTION()
+            action.MessageID = 1
+            action.RequestedSOPClassUID = STORAGE_COMMITMENT
+            action.RequestedSOPInstanceUID = STORAGE_COMMITMENT_INSTANCE
+            action.ActionTypeID = 1
+            action.ActionInformation = BytesIO(encode(
+                request(uid("commit", "interleaved"), references), True, True))
+            assoc.dimse.send_msg(action, contexts[STORAGE_COMMITMENT])
+            while "C_ECHO" not in seen:
+                _, message = assoc.dimse.msg_queue.get(timeout=WAIT)
+                assert message is not None, f"association closed after {seen}"
+                seen.append(type(message).__name__)
+        finally:
+            assoc._reactor_checkpoint.set()
+    assert seen == ["N_ACTION", "N_EVENT_REPORT", "C_ECHO"]
+    server.services.commitments.drain(WAIT)
+    assert [r.state for r in Commitments(server.services.index).list()] == ["reported"]
