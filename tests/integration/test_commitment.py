@@ -246,6 +246,21 @@ def test_an_undeliverable_report_stays_pending(server: RunningServer, tmp_path: 
     assert "no [[remote]] entry for MODALITY" in record.last_error
 
 
+def test_a_report_undelivered_past_the_expiry_is_given_up(
+        server_factory: Callable[..., RunningServer], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # README: after `commitment.expiry` seconds an undelivered report is dropped, logged.
+    server = server_factory(commitment_expiry=0.001)
+    references = stored(server.services, tmp_path / "in", 1)
+    reports = Reports(answer=0x0110)
+    with associated(server, STORAGE_COMMITMENT, evt_handlers=reports.handlers) as assoc:
+        assert n_action(assoc, request(uid("commit", "expired"), references)) == 0x0000
+        reports.wait(server)
+    (record,) = Commitments(server.services.index).list()
+    assert record.state == "expired"
+    assert any("expired undelivered" in r.getMessage() for r in caplog.records)
+
+
 def test_a_pending_report_is_sent_after_a_crash(
         server_process: Callable[..., ServerProcess], receiver: Callable[..., Any],
         tmp_path: Path) -> None:
