@@ -19,6 +19,11 @@ from pydicom.uid import UID
 
 from pacs import __version__
 from pacs.cli.markdown import md_table, to_html
+from pacs.cli.modality_conformance import (
+    commitment_section,
+    mpps_section,
+    worklist_section,
+)
 from pacs.cli.site_conformance import (
     annexes,
     character_sets,
@@ -258,6 +263,12 @@ def acceptance_policy(settings: Settings) -> list[str]:
         *move_section(settings),
         "###### 4.2.1.4.6 SOP Specific Conformance for Query/Retrieve - GET", "",
         *get_section(settings),
+        "###### 4.2.1.4.7 SOP Specific Conformance for Modality Worklist - FIND", "",
+        *worklist_section(settings),
+        "###### 4.2.1.4.8 SOP Specific Conformance for Modality Performed Procedure Step", "",
+        *mpps_section(settings),
+        "###### 4.2.1.4.9 SOP Specific Conformance for Storage Commitment Push Model", "",
+        *commitment_section(settings),
     ]
 
 

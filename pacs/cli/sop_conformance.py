@@ -17,7 +17,16 @@ from pacs.cli.markdown import md_table
 from pacs.config import Settings
 from pacs.model.levels import MODELS, keys_at
 from pacs.model.matching import matching_types
-from pacs.model.status import EchoStatus, FindStatus, RetrieveStatus, StoreStatus
+from pacs.model.status import (
+    CommitmentFailure,
+    CommitmentStatus,
+    EchoStatus,
+    FindStatus,
+    ProcedureStepStatus,
+    RetrieveStatus,
+    StoreStatus,
+    WorklistStatus,
+)
 from pacs.services.retrieve import MAX_CONTEXTS, MAX_SUB_OPERATIONS, UNCOMPRESSED
 
 # When each status is returned. {} placeholders are filled from the settings.
@@ -81,6 +90,66 @@ CONDITIONS: dict[type[IntEnum], dict[IntEnum, str]] = {
         RetrieveStatus.UNABLE_TO_PROCESS: "an undecodable identifier or an internal error",
     },
 }
+# The modality services' statuses (rendered by cli/modality_conformance.py).
+MODALITY_CONDITIONS: dict[type[IntEnum], dict[IntEnum, str]] = {
+    WorklistStatus: {
+        WorklistStatus.SUCCESS: "after the last matching item",
+        WorklistStatus.PENDING: "one response per matching Scheduled Procedure Step",
+        WorklistStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED: "a key carries a value the worklist "
+            "does not match on; the item is returned all the same",
+        WorklistStatus.CANCEL: "a C-CANCEL arrived (checked between responses)",
+        WorklistStatus.NOT_AUTHORIZED: "the allow-list does not grant `worklist` to the "
+                                       "calling AE",
+        WorklistStatus.OUT_OF_RESOURCES: "more than {max_results} items match, or the index "
+                                         "is unavailable",
+        WorklistStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: "a malformed value (range, date, "
+            "UID) or a sequence with more than one item; Offending Element names it",
+        WorklistStatus.UNABLE_TO_PROCESS: "an undecodable identifier or an internal error",
+    },
+    ProcedureStepStatus: {
+        ProcedureStepStatus.SUCCESS: "the step was created or updated and is durable",
+        ProcedureStepStatus.INVALID_ATTRIBUTE_VALUE: "a state other than IN PROGRESS at "
+            "N-CREATE or COMPLETED/DISCONTINUED at N-SET, or a change to an attribute N-SET "
+            "may not change (PS3.4 F.7.2)",
+        ProcedureStepStatus.PROCESSING_FAILURE: "N-SET of a COMPLETED or DISCONTINUED step "
+            "(Error ID 0xA710), or an internal error",
+        ProcedureStepStatus.DUPLICATE_SOP_INSTANCE: "N-CREATE of a SOP Instance UID already "
+                                                    "held",
+        ProcedureStepStatus.NO_SUCH_SOP_INSTANCE: "N-SET of a step never created",
+        ProcedureStepStatus.INVALID_OBJECT_INSTANCE: "the SOP Instance UID is not a valid UID",
+        ProcedureStepStatus.MISSING_ATTRIBUTE: "a Type 1 attribute of the state is absent",
+        ProcedureStepStatus.MISSING_ATTRIBUTE_VALUE: "a Type 1 attribute of the state is empty",
+        ProcedureStepStatus.NOT_AUTHORIZED: "the allow-list does not grant `mpps` to the "
+                                            "calling AE",
+        ProcedureStepStatus.RESOURCE_LIMITATION: "the index is unavailable",
+    },
+    CommitmentStatus: {
+        CommitmentStatus.SUCCESS: "the request is durable in the index; the report follows",
+        CommitmentStatus.PROCESSING_FAILURE: "an internal error; nothing was kept",
+        CommitmentStatus.INVALID_ARGUMENT_VALUE: "no valid Transaction UID, or a Referenced "
+            "SOP Sequence item without SOP Class and Instance UIDs",
+        CommitmentStatus.INVALID_SOP_INSTANCE: "the requested instance is not the well-known "
+                                               "1.2.840.10008.1.20.1.1",
+        CommitmentStatus.NO_SUCH_ACTION_TYPE: "an Action Type ID other than 1",
+        CommitmentStatus.NOT_AUTHORIZED: "the allow-list does not grant `commitment` to the "
+                                         "calling AE",
+        CommitmentStatus.RESOURCE_LIMITATION: "the index is unavailable",
+    },
+    CommitmentFailure: {
+        CommitmentFailure.PROCESSING_FAILURE: "the file is missing or its size or SHA-256 "
+                                              "differs from the index",
+        CommitmentFailure.NO_SUCH_OBJECT_INSTANCE: "the instance is not held",
+        CommitmentFailure.CLASS_INSTANCE_CONFLICT: "the instance is held under another SOP "
+                                                   "Class",
+        CommitmentFailure.REFERENCED_SOP_CLASS_NOT_SUPPORTED: "never returned: every SOP "
+            "Class we store may be committed",
+        CommitmentFailure.RESOURCE_LIMITATION: "never returned",
+        CommitmentFailure.DUPLICATE_TRANSACTION_UID: "the Transaction UID was used by an "
+                                                     "earlier request: every item fails",
+    },
+}
+CONDITIONS.update(MODALITY_CONDITIONS)
+
 # Statuses the C-GET SCP never returns although RetrieveStatus holds them.
 _MOVE_ONLY = (RetrieveStatus.MOVE_DESTINATION_UNKNOWN,)
 

@@ -42,6 +42,13 @@ STORAGE_SERVICE = "Storage"
 FIND_SERVICE = "Query/Retrieve - FIND"
 MOVE_SERVICE = "Query/Retrieve - MOVE"
 GET_SERVICE = "Query/Retrieve - GET"
+WORKLIST_SERVICE = "Basic Worklist Management - FIND"
+MPPS_SERVICE = "Modality Performed Procedure Step"
+COMMITMENT_SERVICE = "Storage Commitment Push Model"
+# PS3.4 K.6.1.1.2, F.7.1, J.3.2: the modality services' SOP classes.
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ def _supported_contexts() -> tuple[SupportedContext, ...]:
                                (GET_SERVICE, "get_sop_class")):
         contexts += [SupportedContext(service, getattr(model, attribute), OTHER_SYNTAXES)
                      for model in MODELS]
+    contexts += [SupportedContext(WORKLIST_SERVICE, MODALITY_WORKLIST_FIND, OTHER_SYNTAXES),
+                 SupportedContext(MPPS_SERVICE, MODALITY_PERFORMED_PROCEDURE_STEP, OTHER_SYNTAXES),
+                 SupportedContext(COMMITMENT_SERVICE, STORAGE_COMMITMENT_PUSH_MODEL,
+                                  OTHER_SYNTAXES)]
     return tuple(contexts)
 
 

@@ -22,12 +22,15 @@ from pynetdicom import AE, _config, evt
 from pynetdicom import association as _association_module
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
+from pacs.dimse.commitment import handle_n_action, start_commitment_reports
 from pacs.dimse.contexts import SUPPORTED_CONTEXTS
 from pacs.dimse.events import set_no_delay
-from pacs.dimse.find import handle_find, handle_sop_extended
+from pacs.dimse.find import handle_sop_extended
+from pacs.dimse.mpps import handle_n_create, handle_n_set
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.store import handle_echo, handle_store
 from pacs.dimse.tls import tls_server_context
+from pacs.dimse.worklist import handle_c_find
 from pacs.services.context import Services
 
 log = logging.getLogger("pacs.server")
@@ -153,10 +156,13 @@ def event_handlers(services: Services) -> list[Any]:
         (evt.EVT_ABORTED, _on_association_end, [services]),
         (evt.EVT_C_ECHO, handle_echo, [services]),
         (evt.EVT_C_STORE, handle_store, [services]),
-        (evt.EVT_C_FIND, handle_find, [services]),
+        (evt.EVT_C_FIND, handle_c_find, [services]),
         (evt.EVT_SOP_EXTENDED, handle_sop_extended, [services]),
         (evt.EVT_C_MOVE, handle_move, [services]),
         (evt.EVT_C_GET, handle_get, [services]),
+        (evt.EVT_N_CREATE, handle_n_create, [services]),
+        (evt.EVT_N_SET, handle_n_set, [services]),
+        (evt.EVT_N_ACTION, handle_n_action, [services]),
     ]
 
 
@@ -213,6 +219,7 @@ class RunningServer:
     server: ThreadedAssociationServer
     services: Services
     tls_server: ThreadedAssociationServer | None = None
+    reporter: Any = None  # the storage commitment report sender, stopped with the server
 
     @property
     def address(self) -> tuple[str, int]:
@@ -238,6 +245,8 @@ class RunningServer:
             log.warning("aborting association with %s at shutdown",
                         association.requestor.ae_title)
             association.abort()
+        if self.reporter is not None:
+            self.reporter.stop()
         self.ae.shutdown()
 
 
@@ -275,6 +284,8 @@ def start_server(
     if services.access.is_open:
         log.warning("no allow-list configured: any calling AE may use every service "
                     "(set [[peer]] entries or --allow-calling-ae for production)")
+    # Storage commitment reports still owed (a restart included) go out from now on.
+    running.reporter = start_commitment_reports(services)
     return running
 
 

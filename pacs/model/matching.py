@@ -2,7 +2,8 @@
 neutral predicates (model/predicates.py) out.
 
 Room: model/. Imports model/ only (dictionary, levels, predicates, value_matching) and pydicom;
-no database. Unknown-value and sequence rules here are Query/Retrieve's (C.2.2.1.2).
+no database. Unknown values match as Query/Retrieve's C.2.2.1.2 says, unless the options say
+a worklist's K.2.2.1.1.1 applies (`MatchOptions.unknown_matches`).
 """
 
 from __future__ import annotations
@@ -151,6 +152,12 @@ def unknown_value_matches(key: Key, predicate: Pred) -> Pred:
     return AnyOf((Compare(key_column(key), "=", ""), predicate))
 
 
+def known_value_matches(key: Key, predicate: Pred) -> Pred:
+    """K.2.2.1.1.1 (worklists): an entity whose value is zero length fails to match any
+    matching key, so only known values are tested (a range's open end included)."""
+    return All((Compare(key_column(key), "!=", ""), predicate))
+
+
 def sequence_match(key: Key, item: Dataset | None, options: MatchOptions) -> Pred | None:
     """C.2.2.2.6: one request item; an entity matches when one of its items matches it all.
     A stored sequence without items is unknown and matches (C.2.2.1.2)."""
@@ -275,7 +282,11 @@ def key_match(value: QueryValue, options: MatchOptions) -> Pred | None:
         predicate = list_of_uid_match(key, value.values)
     else:
         predicate = multiple_values_match(key, value.values, options)
-    return unknown_value_matches(key, predicate) if predicate is not None else None
+    if predicate is None:
+        return None
+    if not options.unknown_matches:
+        return known_value_matches(key, predicate)
+    return unknown_value_matches(key, predicate)
 
 
 def matching_types(key: Key) -> tuple[str, ...]:
