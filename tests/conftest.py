@@ -147,6 +147,9 @@ class ServerProcess:
                    "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage", str(self.storage), "--database", self.database,
                    "--ready-file", str(ready), *self.extra]
+        if "--http-port" not in self.extra:
+            # HTTP off unless a test asks for it: the default port 8080 is shared machine-wide.
+            command += ["--http-port", "0"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO)
         deadline = time.monotonic() + timeout
