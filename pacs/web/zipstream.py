@@ -1,0 +1,85 @@
+"""A ZIP archive written as a stream: members go out as their bytes are read, stored (not
+compressed), so memory stays flat however large the study.
+
+Room: web/. Imports the standard library only. `zipfile` writes into a pipe that cannot seek,
+so it puts each member's CRC and sizes in a data descriptor after the member and the central
+directory (ZIP64 where needed) at the end; the generator hands on whatever was written after
+each chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Iterable, Iterator
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, unseekable file that keeps what was written until `take` collects it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        """Everything written since the last call."""
+        data = b"".join(self._pending)
+        self._pending.clear()
+        return data
+
+
+class ZipStream:
+    """Builds one ZIP archive; `member` and `close` yield its bytes as they are made."""
+
+    def __init__(self) -> None:
+        self._pipe = _Pipe()
+        self._zip = zipfile.ZipFile(self._pipe, "w", compression=zipfile.ZIP_STORED,
+                                    allowZip64=True)
+        self.names: set[str] = set()
+
+    def unique(self, name: str) -> str:
+        """`name`, or `name` with a number before its extension when already taken."""
+        candidate, number = name, 1
+        stem, dot, extension = name.rpartition(".")
+        if not dot or "/" in extension:
+            stem, dot, extension = name, "", ""
+        while candidate in self.names:
+            number += 1
+            candidate = f"{stem}-{number}{dot}{extension}"
+        return candidate
+
+    def member(self, name: str, chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+        """One member from `chunks` (`size` bytes expected: over 4 GiB needs ZIP64 headers)."""
+        info = zipfile.ZipInfo(name, time.localtime()[:6])
+        info.compress_type = zipfile.ZIP_STORED
+        info.file_size = size
+        info.external_attr = 0o644 << 16
+        self.names.add(name)
+        with self._zip.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as target:
+            yield self._pipe.take()
+            for chunk in chunks:
+                target.write(chunk)
+                yield self._pipe.take()
+        yield self._pipe.take()
+
+    def close(self) -> bytes:
+        """The central directory: the archive's last bytes."""
+        self._zip.close()
+        return self._pipe.take()
