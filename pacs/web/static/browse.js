@@ -114,9 +114,13 @@ function fillForm(params) {
     "ModalitiesInStudy"]) {
     form[name].value = params.get(name) || "";
   }
-  const size = params.get("size");
-  if (size && [...$("#page-size").options].some((o) => o.value === size)) {
-    $("#page-size").value = size;
+  const size = parseInt(params.get("size") || "", 10);
+  const select = $("#page-size");
+  if (size >= 1 && size <= 500) {
+    if (![...select.options].some((o) => o.value === String(size))) {
+      select.add(new Option(String(size)));  // a size given in the address, e.g. ?size=3
+    }
+    select.value = String(size);
   }
   state.page = Math.max(0, parseInt(params.get("page") || "0", 10) || 0);
 }
@@ -271,6 +275,7 @@ async function search(push) {
   } finally {
     if (sequence === state.sequence) {
       $("#studies").removeAttribute("aria-busy");
+      document.body.dataset.searches = String(sequence); // searches answered, for tests
       setBusy(false);
     }
   }
