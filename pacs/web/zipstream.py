@@ -15,28 +15,33 @@ import zipfile
 from collections.abc import Iterable, Iterator
 
 
-class _Pipe(io.RawIOBase):
-    """A write-only, unseekable file that keeps what was written until `take` collects it."""
+class _Pipe:
+    """A write-only, unseekable file that keeps what was written until `take` collects it.
+
+    Not an io.IOBase: an archive abandoned mid-way (the client went away) may still be closed
+    by the garbage collector, and writing its end into this pipe must not fail then."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._pending: list[bytes] = []
         self._position = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:
+        """Keep `data` for the next `take`."""
         chunk = bytes(data)
         self._pending.append(chunk)
         self._position += len(chunk)
         return len(chunk)
 
     def tell(self) -> int:
+        """Bytes written so far (zipfile records member offsets with it)."""
         return self._position
+
+    def seek(self, *_args: int) -> int:
+        """Refused: zipfile then writes data descriptors instead of seeking back."""
+        raise io.UnsupportedOperation("a ZIP stream cannot seek")
+
+    def flush(self) -> None:
+        """Nothing to flush: `take` hands the bytes on."""
 
     def take(self) -> bytes:
         """Everything written since the last call."""
@@ -50,7 +55,7 @@ class ZipStream:
 
     def __init__(self) -> None:
         self._pipe = _Pipe()
-        self._zip = zipfile.ZipFile(self._pipe, "w", compression=zipfile.ZIP_STORED,
+        self._zip = zipfile.ZipFile(self._pipe, "w",  # type: ignore[call-overload] compression=zipfile.ZIP_STORED,
                                     allowZip64=True)
         self.names: set[str] = set()
 
