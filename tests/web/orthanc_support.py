@@ -41,14 +41,19 @@ def dicomweb_plugin() -> str:
     return found[-1]
 
 
+def orthanc_binary() -> str:
+    """The Orthanc executable; skips (fails under CI) when absent."""
+    binary = shutil.which("Orthanc")
+    if binary is None:
+        _unavailable("Orthanc is not installed (apt-get install orthanc; scripts/test does it)")
+    return str(binary)
+
+
 class OrthancClient:
     """An Orthanc process whose DICOMweb plugin knows minipacs as `SERVER`."""
 
     def __init__(self, folder: Path, minipacs_root: str):
-        binary = shutil.which("Orthanc")
-        if binary is None:
-            _unavailable("Orthanc is not installed (apt-get install orthanc; scripts/test "
-                         "does it)")
+        binary = orthanc_binary()
         plugin = dicomweb_plugin()
         self.http_port = free_port()
         storage = folder / "storage"
