@@ -25,6 +25,7 @@ _QUEUED_CHUNKS = 4  # chunks a producer may run ahead of the client
 # Pieces are handed over together until they add up to this: multipart and ZIP headers and
 # CRLFs travel with the data after them, without being copied into it.
 _HANDOVER_BYTES = 128 * 1024
+_IDLE_SECONDS = 60.0  # a producer thread with nothing to do for this long ends
 _DONE = object()
 
 
@@ -105,6 +106,45 @@ class _Channel:
                 return
 
 
+class _Producers:
+    """Daemon threads kept for the next streamed body: an idle one takes it, else a new one
+    starts; one idle for `_IDLE_SECONDS` ends. A kept thread keeps its SQLite connection (they
+    are per thread), so a search does not open one per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._idle = 0
+
+    def run(self, task: Callable[[], None]) -> None:
+        """Run `task` in a producer thread."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(task)
+                return
+        threading.Thread(target=self._serve, args=(task,), name="web-stream",
+                         daemon=True).start()
+
+    def _serve(self, task: Callable[[], None]) -> None:
+        while True:
+            task()
+            with self._lock:
+                self._idle += 1
+            try:
+                task = self._tasks.get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    try:  # handed one as the wait ran out
+                        task = self._tasks.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
+_PRODUCERS = _Producers()
+
+
 def stream(services: Services, produce: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
     """The chunks `produce()` yields, made in one thread and handed to the event loop.
 
@@ -118,43 +158,41 @@ def stream(services: Services, produce: Callable[[], Iterator[bytes]]) -> AsyncI
         stopped = channel.stopped
 
         def worker() -> None:
-            chunks = produce()
-            held: list[bytes] = []
+            held: list[Any] = []
             size = 0
             try:
-                for chunk in chunks:
-                    if stopped.is_set():
-                        break
-                    if chunk:
-                        held.append(chunk)
-                        size += len(chunk)
-                    if size >= _HANDOVER_BYTES:
-                        channel.put(held)
-                        held, size = [], 0
-                    if stopped.is_set():
-                        break
-                if held and not stopped.is_set():
-                    channel.put(held)
-                item: Any = _DONE
+                chunks = produce()
+                try:
+                    for chunk in chunks:
+                        if stopped.is_set():
+                            break
+                        if chunk:
+                            held.append(chunk)
+                            size += len(chunk)
+                        if size >= _HANDOVER_BYTES:
+                            channel.put(held)
+                            held, size = [], 0
+                        if stopped.is_set():
+                            break
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
+                held.append(_DONE)  # the end travels with the last pieces: one wake-up less
             except BaseException as error:  # handed to the event loop, raised there
-                item = _Failure(error)
+                held = [_Failure(error)]
             finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
                 services.index.end_operation()
-            channel.put(item)
+            channel.put(held)
 
-        thread = threading.Thread(target=worker, name="web-stream", daemon=True)
-        thread.start()
+        _PRODUCERS.run(worker)
         try:
             while True:
-                item = await channel.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                for piece in item:
+                for piece in await channel.get():
+                    if piece is _DONE:
+                        return
+                    if isinstance(piece, _Failure):
+                        raise piece.error
                     yield piece
         finally:
             channel.stop()
