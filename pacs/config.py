@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
-SERVICES = ("echo", "store", "find", "move", "get")
+# commitment, worklist and mpps: the modality services of PS3.4 Annexes J, K and F.
+SERVICES = ("echo", "store", "find", "move", "get", "commitment", "worklist", "mpps")
 UNKNOWN_CALLER_POLICIES = ("echo-store", "echo", "reject")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -112,6 +113,9 @@ class Settings:
         """Whether the HTTP face serves HTTPS with the [tls] certificate."""
         has_certificate = self.tls_certificate is not None and self.tls_key is not None
         return self.http_tls != "off" and has_certificate
+    worklist_folder: Path | None = None
+    commitment_retry_interval: float = 60.0
+    commitment_expiry: float = 86400.0
 
     def remote(self, ae_title: str) -> RemoteAE | None:
         """The configured remote with this AE title, if any."""
@@ -402,6 +406,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("http_tls", "http.tls", _choice(HTTP_TLS_MODES)),
     SettingSpec("http_anonymous", "http.anonymous", _parse_permissions),
     SettingSpec("http_users", "http_user", _parse_http_users),
+    SettingSpec("worklist_folder", "worklist.folder", _optional_path),
+    SettingSpec("commitment_retry_interval", "commitment.retry_interval", _positive_float),
+    SettingSpec("commitment_expiry", "commitment.expiry", _positive_float),
 )
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 _SPEC_BY_TOML = {spec.toml_key: spec for spec in SPECS}

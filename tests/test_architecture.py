@@ -25,8 +25,9 @@ ALLOWED: dict[str, set[str]] = {
     "root": {"cli"},  # pacs/__init__.py and pacs/__main__.py
     "bench": {"model", "archive", "index", "config", "services"},  # a tool; nothing imports it
 }
-# The one composition root: `pacs serve` starts the protocol faces.
-FACE_STARTERS = {"pacs.cli.serve": {"dimse", "web"}}
+# The modules that may import the protocol faces: `pacs serve` starts them (the one
+# composition root); `pacs conformance` reads the DIMSE face's tables to describe it.
+FACE_IMPORTERS = {"pacs.cli.serve": {"dimse", "web"}, "pacs.cli.conformance": {"dimse"}}
 # Third-party stacks and the only room that may import each (bench is a tool, exempt).
 THIRD_PARTY = {
     "peewee": "index",
@@ -89,7 +90,7 @@ def violations(root: Path) -> list[str]:
                     continue
                 if target == "bench":
                     problems.append(f"{where}:{line}: imports {name}: nothing imports bench")
-                elif target in FACE_STARTERS.get(importer, set()):
+                elif target in FACE_IMPORTERS.get(importer, set()):
                     continue
                 elif target not in ALLOWED.get(importer_room, set()):
                     problems.append(f"{where}:{line}: {importer_room}/ imports {name} "
@@ -140,6 +141,7 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
      "starlette imported outside web/"),
     ({"dimse/server.py": "from pacs.bench import peers\n"}, "nothing imports bench"),
     ({"services/access.py": "from pacs import cli\n"}, "services/ imports pacs.cli"),
+    ({"cli/conformance.py": "import pacs.web.app\n"}, "cli/ imports pacs.web.app"),
 ])
 def test_a_planted_violation_is_caught(tmp_path: Path, files: dict[str, str],
                                        expected: str) -> None:
@@ -150,6 +152,7 @@ def test_a_planted_violation_is_caught(tmp_path: Path, files: dict[str, str],
 def test_allowed_arrows_are_not_reported(tmp_path: Path) -> None:
     root = _plant(tmp_path, {
         "cli/serve.py": "from pacs.dimse.server import start_server\nimport pacs.web.app\n",
+        "cli/conformance.py": "from pacs.dimse.contexts import SUPPORTED_CONTEXTS\n",
         "dimse/find.py": "from pacs.services.find import start_search\nimport pynetdicom\n",
         "index/query.py": "import peewee\nfrom pacs.model.predicates import Col\n",
         "bench/peers.py": "import pynetdicom\nfrom pacs.index.database import Index\n",

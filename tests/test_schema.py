@@ -67,3 +67,28 @@ def test_cli_db_version_and_upgrade(tmp_path: Path) -> None:
     upgraded = _pacs("db", "upgrade", *common)
     assert upgraded.returncode == 0
     assert f"schema version: {schema.SCHEMA_VERSION}" in upgraded.stdout
+
+
+def test_a_version_3_index_upgrades_to_the_modality_tables(database_url: str,
+                                                           tmp_path: Path) -> None:
+    # Schema 4 (issue #14): `pacs db upgrade` adds the worklist, MPPS and commitment tables.
+    index = Index(database_url)
+    database = index.database
+    with database.atomic():
+        database.drop_tables(schema.MODALITY_MODELS, safe=True)
+        SchemaInfo.update(version=3).execute()
+    index.close()
+    with pytest.raises(IndexUnavailable, match="run `pacs db upgrade`"):
+        Index(database_url)
+    upgraded = _pacs("db", "upgrade", "--storage", str(tmp_path / "a"),
+                     "--database", database_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "applied migrations: 4" in upgraded.stdout  # (and any later ones)
+    index = Index(database_url)
+    try:
+        assert index.schema_version() == schema.SCHEMA_VERSION
+        tables = set(index.database.get_tables())
+        assert {"worklist_item", "performed_step", "performed_step_instance",
+                "commitment_request"} <= tables
+    finally:
+        index.close()

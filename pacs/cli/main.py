@@ -1,7 +1,8 @@
 """`pacs` command line: arguments, logging and pydicom's configuration; import, stats, db.
 
 Room: cli/. Imports config, services/ and index/ (schema version); `serve` lives in
-cli/serve.py, the one module that starts the protocol faces. The only module that sets
+cli/serve.py, the one module that starts the protocol faces; `conformance` in
+cli/conformance.py, which describes the DIMSE face. The only module that sets
 `pydicom.config`.
 """
 
@@ -73,6 +74,8 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand; each sets `handler` to the function it runs."""
+    from pacs.cli.conformance import add_conformance_command
+    from pacs.cli.modality import add_modality_commands
     from pacs.cli.operations import add_operation_commands
 
     parser = argparse.ArgumentParser(prog="pacs", description="minipacs DICOM archive")
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", help="serve Prometheus metrics on this port")
     serve.add_argument("--http-port",
                        help="DICOMweb port (default 8080; 0: off; auto: any free port)")
+    serve.add_argument("--worklist-folder", help="serve the *.wl files of this folder too")
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
@@ -117,12 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     database.set_defaults(handler=None)
 
     add_operation_commands(commands, _settings_arguments)
+    add_conformance_command(commands, _settings_arguments)
+    add_modality_commands(commands, _settings_arguments)
     return parser
 
 
 _SETTING_FLAGS = ("storage", "database", "log_level", "log_format", "ae_title", "host", "port",
                   "remotes", "duplicates", "max_pdu", "max_associations", "peers", "tls_port",
-                  "metrics_port", "http_port")
+                  "metrics_port", "http_port", "worklist_folder")
 
 
 def settings_from(arguments: argparse.Namespace) -> Settings:
@@ -198,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(settings, arguments)
         if arguments.command == "db":
             return run_db(settings, arguments.action)
+        if arguments.command == "conformance":
+            from pacs.cli.conformance import run_conformance
+
+            return run_conformance(settings, arguments.html)
         services = open_services(settings)
         try:
             return int(arguments.handler(services, arguments))

@@ -74,7 +74,19 @@ def status_dataset(status: int | IntEnum, comment: str = "",
 
 def error_dataset(error: DicomError) -> Dataset:
     """The status Dataset of a DicomError."""
-    return status_dataset(error.status, error.error_comment, error.offending_element)
+    result = status_dataset(error.status, error.error_comment, error.offending_element)
+    if error.error_id is not None:
+        result.ErrorID = error.error_id
+    return result
+
+
+def normalized_error_dataset(error: DicomError) -> Dataset:
+    """The status Dataset of a DicomError for a DIMSE-N response: Error Comment and Error ID
+    (these responses have no Offending Element; the comment names the attribute)."""
+    result = status_dataset(error.status, error.error_comment)
+    if error.error_id is not None:
+        result.ErrorID = error.error_id
+    return result
 
 
 def set_no_delay(sock: socket.socket | None) -> None:

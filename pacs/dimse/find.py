@@ -29,11 +29,17 @@ from pacs.services.find import FindFeatures, start_search
 
 log = logging.getLogger("pacs.find")
 
-# Service-class-application-information bytes we accept (C.5.1.1.2): relational queries,
-# combined date-time matching, fuzzy semantic PN matching, timezone query adjustment.
-# Byte 5, Enhanced Multi-Frame Image Conversion, is always declined.
-_SUPPORTED_BYTES = 4
-_MAX_BYTES = 5
+# The sub-fields of the service-class-application-information (C.5.1.1.2), in byte order:
+# the first ones we accept when offered, then those we always decline.
+EXTENDED_NEGOTIATION_ACCEPTED: tuple[str, ...] = (
+    "Relational queries",
+    "Date-time matching (combined)",
+    "Fuzzy semantic matching of person names",
+    "Timezone query adjustment",
+)
+EXTENDED_NEGOTIATION_DECLINED: tuple[str, ...] = ("Enhanced Multi-Frame Image Conversion",)
+_SUPPORTED_BYTES = len(EXTENDED_NEGOTIATION_ACCEPTED)
+_MAX_BYTES = _SUPPORTED_BYTES + len(EXTENDED_NEGOTIATION_DECLINED)
 
 
 def features_from_bytes(info: bytes | None) -> FindFeatures:

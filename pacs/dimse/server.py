@@ -1,6 +1,7 @@
 """The DICOM application entity: presentation contexts, limits, timeouts, handler binding.
 
-Room: dimse/. Imports pynetdicom, config, services/context and the handler modules of dimse/.
+Room: dimse/. Imports pynetdicom, config, services/context and the handler modules of dimse/
+(dimse/contexts: the table of accepted presentation contexts).
 The only module that imports `pynetdicom.evt` and tunes pynetdicom; handlers are bound here
 with the shared `Services` as their argument.
 """
@@ -17,53 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import (
-    AE,
-    ALL_TRANSFER_SYNTAXES,
-    AllStoragePresentationContexts,
-    _config,
-    evt,
-)
+from pynetdicom import AE, _config, evt
 from pynetdicom import association as _association_module
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
+from pacs.dimse.commitment import handle_n_action, start_commitment_reports
+from pacs.dimse.contexts import SUPPORTED_CONTEXTS
 from pacs.dimse.events import set_no_delay
-from pacs.dimse.find import handle_find, handle_sop_extended
+from pacs.dimse.find import handle_sop_extended
+from pacs.dimse.mpps import handle_n_create, handle_n_set
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.store import handle_echo, handle_store
 from pacs.dimse.tls import tls_server_context
+from pacs.dimse.worklist import handle_c_find
 from pacs.services.context import Services
 
 log = logging.getLogger("pacs.server")
-
-# As acceptor, pynetdicom takes the first of OUR syntaxes that the requestor proposed.
-# Explicit VR Little Endian first and Implicit last: a modality offering both stores Explicit
-# (VRs kept), and C-GET storage contexts match how most instances are stored.
-STORAGE_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    *[s for s in ALL_TRANSFER_SYNTAXES
-      if s not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)],
-    ImplicitVRLittleEndian,
-]
-
-QUERY_RETRIEVE_CLASSES = (
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelGet,
-)
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).
 _config.STORE_RECV_CHUNKED_DATASET = True
@@ -158,7 +128,7 @@ def _discard_partial_data_set(event: Any) -> None:
 
 
 def build_ae(services: Services) -> AE:
-    """The AE with every Storage SOP Class in every transfer syntax, Q/R and Verification."""
+    """The AE accepting exactly the contexts of dimse/contexts.py, with the settings' limits."""
     settings = services.settings
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.max_pdu
@@ -170,14 +140,11 @@ def build_ae(services: Services) -> AE:
     if services.access.rejects_unknown_callers:
         # PS3.8 9.3.4: A-ASSOCIATE-RJ, reason "calling AE title not recognized".
         ae.require_calling_aet = services.access.known_titles()
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-    for context in AllStoragePresentationContexts:
-        # scp_role/scu_role: accept the SCP/SCU role selection a C-GET SCU proposes.
-        ae.add_supported_context(
-            context.abstract_syntax, STORAGE_SYNTAXES, scu_role=True, scp_role=True
-        )
-    for sop_class in QUERY_RETRIEVE_CLASSES:
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    for context in SUPPORTED_CONTEXTS:
+        # scp_role/scu_role True: accept the SCP/SCU role selection a C-GET SCU proposes.
+        role = True if context.role_selection else None
+        ae.add_supported_context(context.sop_class_uid, list(context.transfer_syntaxes),
+                                 scu_role=role, scp_role=role)
     return ae
 
 
@@ -189,10 +156,13 @@ def event_handlers(services: Services) -> list[Any]:
         (evt.EVT_ABORTED, _on_association_end, [services]),
         (evt.EVT_C_ECHO, handle_echo, [services]),
         (evt.EVT_C_STORE, handle_store, [services]),
-        (evt.EVT_C_FIND, handle_find, [services]),
+        (evt.EVT_C_FIND, handle_c_find, [services]),
         (evt.EVT_SOP_EXTENDED, handle_sop_extended, [services]),
         (evt.EVT_C_MOVE, handle_move, [services]),
         (evt.EVT_C_GET, handle_get, [services]),
+        (evt.EVT_N_CREATE, handle_n_create, [services]),
+        (evt.EVT_N_SET, handle_n_set, [services]),
+        (evt.EVT_N_ACTION, handle_n_action, [services]),
     ]
 
 
@@ -249,6 +219,7 @@ class RunningServer:
     server: ThreadedAssociationServer
     services: Services
     tls_server: ThreadedAssociationServer | None = None
+    reporter: Any = None  # the storage commitment report sender, stopped with the server
 
     @property
     def address(self) -> tuple[str, int]:
@@ -274,6 +245,8 @@ class RunningServer:
             log.warning("aborting association with %s at shutdown",
                         association.requestor.ae_title)
             association.abort()
+        if self.reporter is not None:
+            self.reporter.stop()
         self.ae.shutdown()
 
 
@@ -311,6 +284,8 @@ def start_server(
     if services.access.is_open:
         log.warning("no allow-list configured: any calling AE may use every service "
                     "(set [[peer]] entries or --allow-calling-ae for production)")
+    # Storage commitment reports still owed (a restart included) go out from now on.
+    running.reporter = start_commitment_reports(services)
     return running
 
 

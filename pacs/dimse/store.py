@@ -28,7 +28,7 @@ def handle_echo(event: Any, services: Services) -> Dataset:
     """C-ECHO: Success, unless the allow-list denies echo to this caller."""
     started = time.monotonic()
     try:
-        require_permission(event, services, "echo", StoreStatus.NOT_AUTHORIZED)
+        require_permission(event, services, "echo", EchoStatus.NOT_AUTHORIZED)
     except DicomError as error:
         record_operation(event, services, "C-ECHO", error.status, started, error=error.comment)
         return error_dataset(error)

@@ -1,7 +1,9 @@
 """peewee models of the index, Patient -> Study -> Series -> Instance, and opening the database.
 
-Room: index/. Imports peewee and model/dictionary. Columns come from
-the attribute table in `model/dictionary.py`, so adding a key there adds its column here.
+Room: index/. Imports peewee, model/dictionary and model/worklist. Columns come from
+the attribute tables in `model/dictionary.py` (and `model/worklist.py` for worklist items), so
+adding a key there adds its column here. Schema 4 adds the modality services' tables: worklist
+items, performed procedure steps (MPPS) and storage commitment requests.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 import peewee
 from playhouse import db_url
 
-from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY, stored_attributes
+from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY, StoredAttribute, stored_attributes
+from pacs.model.worklist import WORKLIST_ATTRIBUTES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 database_proxy = peewee.DatabaseProxy()
 
 # Columns filtered by most queries get a B-tree index; text search on the rest is rare.
@@ -23,6 +26,8 @@ _INDEXED = {
     "study_date", "study_time_norm", "accession_number", "study_id", "referring_physician_name",
     "referring_physician_name_folded", "study_description",
     "modality", "series_number", "sop_class_uid", "instance_number",
+    # worklist items: a modality asks for its day's steps
+    "scheduled_procedure_step_start_date",
 }
 
 
@@ -32,9 +37,10 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
 
-def _attribute_fields(level: str, skip: set[str]) -> dict[str, Any]:
+def _attribute_fields(level: str, skip: set[str],
+                      attributes: tuple[StoredAttribute, ...] | None = None) -> dict[str, Any]:
     columns: dict[str, Any] = {}
-    for attribute in stored_attributes(level):
+    for attribute in attributes if attributes is not None else stored_attributes(level):
         if attribute.column in skip:
             continue
         for name in filter(None, (attribute.column, attribute.folded_column,
@@ -99,7 +105,68 @@ Instance = _model(
     {},
 )
 
-MODELS: tuple[type[BaseModel], ...] = (SchemaInfo, Patient, Study, Series, Instance)
+# --- the modality services (schema 4). Times are UNIX seconds: the same on both backends. ---
+
+WorklistItem = _model(
+    "WorklistItem",
+    {
+        # Study Instance UID / Requested Procedure ID / Scheduled Procedure Step ID.
+        "step_key": peewee.TextField(unique=True),
+        # "" for `pacs worklist add`; the file name for an item of the worklist folder.
+        "source": peewee.TextField(default="", index=True),
+        "source_stamp": peewee.TextField(default=""),  # mtime_ns:size of that file, when read
+        # SCHEDULED until an MPPS performs it: IN PROGRESS, COMPLETED or DISCONTINUED.
+        "state": peewee.TextField(default="SCHEDULED", index=True),
+        "added_at": peewee.DoubleField(),
+        "updated_at": peewee.DoubleField(),
+        "dataset": peewee.TextField(),  # the whole item as DICOM JSON
+        **_attribute_fields("WORKLIST", set(), WORKLIST_ATTRIBUTES),
+    },
+    {},
+)
+
+
+class PerformedStep(BaseModel):
+    """One Modality Performed Procedure Step (PS3.4 F.7), as created and last set."""
+
+    sop_instance_uid = peewee.TextField(unique=True)
+    state = peewee.TextField(index=True)  # IN PROGRESS, COMPLETED, DISCONTINUED
+    calling_ae = peewee.TextField(default="")
+    created_at = peewee.DoubleField()
+    updated_at = peewee.DoubleField()
+    version = peewee.IntegerField(default=1)  # bumped by every N-SET: no lost update
+    dataset = peewee.TextField()  # the step's attributes as DICOM JSON
+
+
+class PerformedStepInstance(BaseModel):
+    """An instance a performed step lists (its Performed Series Sequence)."""
+
+    step = peewee.ForeignKeyField(PerformedStep, backref="instances", on_delete="CASCADE")
+    series_instance_uid = peewee.TextField(default="")
+    sop_class_uid = peewee.TextField(default="")
+    sop_instance_uid = peewee.TextField(index=True)
+
+
+class CommitmentRequest(BaseModel):
+    """A Storage Commitment request (PS3.4 J.3), kept until its report is delivered."""
+
+    transaction_uid = peewee.TextField(index=True)
+    calling_ae = peewee.TextField()
+    received_at = peewee.DoubleField()
+    state = peewee.TextField(index=True)  # pending, reported, expired
+    references = peewee.TextField()  # JSON [[SOP Class UID, SOP Instance UID], ...]
+    result = peewee.TextField(default="")  # JSON [[class, instance, failure reason], ...]
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DoubleField(index=True)  # due then, or claimed until then
+    owner = peewee.TextField(default="")  # host:pid:start of the process holding the claim
+    reported_at = peewee.DoubleField(null=True)
+    last_error = peewee.TextField(default="")
+
+
+MODALITY_MODELS: tuple[type[BaseModel], ...] = (WorklistItem, PerformedStep,
+                                                 PerformedStepInstance, CommitmentRequest)
+MODELS: tuple[type[BaseModel], ...] = (SchemaInfo, Patient, Study, Series, Instance,
+                                       *MODALITY_MODELS)
 
 
 def open_database(url: str) -> peewee.Database:
@@ -169,6 +236,8 @@ MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
                                       "anatomic_region_sequence")),
     # Prefix wildcards on names, IDs and accession numbers use an index on PostgreSQL.
     3: create_pattern_indexes,
+    # Modality worklist, MPPS and storage commitment.
+    4: lambda database: database.create_tables(MODALITY_MODELS, safe=True),
 }
 
 

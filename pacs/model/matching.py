@@ -2,7 +2,8 @@
 neutral predicates (model/predicates.py) out.
 
 Room: model/. Imports model/ only (dictionary, levels, predicates, value_matching) and pydicom;
-no database. Unknown-value and sequence rules here are Query/Retrieve's (C.2.2.1.2).
+no database. Unknown values match as Query/Retrieve's C.2.2.1.2 says, unless the options say
+a worklist's K.2.2.1.1.1 applies (`MatchOptions.unknown_matches`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ from pacs.model.value_matching import (
 from pacs.model.values import fold_name
 
 TIMEZONE_COLUMN = "timezone_offset_from_utc"
+RANGE_VRS = frozenset({"DA", "TM", "DT"})
+
+# The matching types of PS3.4 C.2.2.2, named as the standard names them.
+SINGLE_VALUE = "Single Value"
+LIST_OF_UID = "List of UID"
+UNIVERSAL = "Universal"
+WILDCARD = "Wild Card"
+RANGE = "Range"
+SEQUENCE = "Sequence"
+MULTIPLE_VALUES = "Multiple Values"
 
 
 def universal_match(value: QueryValue) -> None:
@@ -111,7 +122,7 @@ def value_match(key: Key, value: str, options: MatchOptions) -> Pred | None:
         return None
     if key.vr in WILDCARD_VRS and ("*" in value or "?" in value):
         return wildcard_match(key, value, options)
-    if key.vr in ("DA", "TM", "DT") and "-" in value:
+    if key.vr in RANGE_VRS and "-" in value:
         return range_match(key, value, options)
     return single_value_match(key, value, options)
 
@@ -139,6 +150,12 @@ def unknown_value_matches(key: Key, predicate: Pred) -> Pred:
         known = Compare(Col(derivation.child, derivation.column), "!=", "")
         return AnyOf((Not(Exists(derivation.child, derivation.parent, known)), predicate))
     return AnyOf((Compare(key_column(key), "=", ""), predicate))
+
+
+def known_value_matches(key: Key, predicate: Pred) -> Pred:
+    """K.2.2.1.1.1 (worklists): an entity whose value is zero length fails to match any
+    matching key, so only known values are tested (a range's open end included)."""
+    return All((Compare(key_column(key), "!=", ""), predicate))
 
 
 def sequence_match(key: Key, item: Dataset | None, options: MatchOptions) -> Pred | None:
@@ -265,7 +282,31 @@ def key_match(value: QueryValue, options: MatchOptions) -> Pred | None:
         predicate = list_of_uid_match(key, value.values)
     else:
         predicate = multiple_values_match(key, value.values, options)
-    return unknown_value_matches(key, predicate) if predicate is not None else None
+    if predicate is None:
+        return None
+    if not options.unknown_matches:
+        return known_value_matches(key, predicate)
+    return unknown_value_matches(key, predicate)
+
+
+def matching_types(key: Key) -> tuple[str, ...]:
+    """The matching types `key_match` applies to `key`, as PS3.4 C.2.2.2 names them;
+    empty for a key that is returned but never matched."""
+    if not key.matchable:
+        return ()
+    if key.vr == "SQ":
+        return (SEQUENCE, UNIVERSAL)
+    types = [SINGLE_VALUE]
+    if key.vr == "UI":
+        types.append(LIST_OF_UID)
+    if key.vr in WILDCARD_VRS:
+        types.append(WILDCARD)
+    if key.vr in RANGE_VRS:
+        types.append(RANGE)
+    if key.multi and key.vr != "UI":
+        types.append(MULTIPLE_VALUES)  # as multiple_values_match: any requested value
+    types.append(UNIVERSAL)
+    return tuple(types)
 
 
 def constraints(values: Sequence[QueryValue], options: MatchOptions) -> list[Pred]:

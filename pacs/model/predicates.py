@@ -155,6 +155,9 @@ class MatchOptions:
     fuzzy_names: bool = False
     combined_datetime: bool = False
     timezone: str = ""  # the request's offset, when timezone query adjustment applies
+    # Query/Retrieve: an unknown (zero-length) value matches any key (PS3.4 C.2.2.1.2); a
+    # worklist sets False: it fails to match any non-empty matching key (K.2.2.1.1.1).
+    unknown_matches: bool = True
 
 
 def any_of(items: Sequence[Pred]) -> Pred:

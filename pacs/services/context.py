@@ -11,6 +11,7 @@ from pacs.archive.files import Archive
 from pacs.config import Settings, check_storage
 from pacs.index.database import Index
 from pacs.services.access import AccessPolicy
+from pacs.services.commitment import CommitmentReporter
 from pacs.services.metrics import Metrics
 from pacs.services.store import Ingestor
 
@@ -25,10 +26,16 @@ class Services:
     ingestor: Ingestor
     access: AccessPolicy
     metrics: Metrics = field(default_factory=Metrics)
+    # Storage commitment requests and their reports (started by the DIMSE face).
+    commitments: CommitmentReporter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commitments = CommitmentReporter(self.settings, self.archive, self.index)
 
     def close(self) -> None:
         """Close the index (connections of this thread and any pool) and the metrics endpoint."""
         self.metrics.stop()
+        self.commitments.stop()
         self.index.close()
 
 
