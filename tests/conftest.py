@@ -146,7 +146,9 @@ class ServerProcess:
         command = [sys.executable, "-m", "pacs", "serve", "--config", str(empty_config),
                    "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage", str(self.storage), "--database", self.database,
-                   "--ready-file", str(ready), *self.extra]
+                   # HTTP off unless a test asks (`--http-port auto` in extra wins): two
+                   # servers of one test must not both reach for the default port 8080.
+                   "--ready-file", str(ready), "--http-port", "0", *self.extra]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO)
         deadline = time.monotonic() + timeout
