@@ -3,8 +3,9 @@
 Layer: tool (pacs.bench). For an archive peer: a fresh server takes the data set over one
 association (store rate, disk per instance), then answers C-FIND (five query shapes, by
 findscu and on one pynetdicom association), C-MOVE (one study; every study) to a storescp, and
-C-GET of one study; last, a second fresh server takes the data set over four parallel
-associations. The receiving reference (storescp) only takes the two stores. Peak RSS is
+C-GET of one study, and over DICOMweb (pacs/bench/dicomweb.py) QIDO-RS and WADO-RS; then a
+second fresh server takes the data set over four parallel associations, and a third by
+STOW-RS. The receiving reference (storescp) only takes the two stores. Peak RSS is
 sampled throughout; dirty pages are flushed (sync) before each timed transfer.
 """
 
@@ -268,6 +269,8 @@ def measure_peer(peer: Peer, ctx: Context, results: dict[str, Metric]) -> None:
 
     `results` keeps what was measured even when a later step raises.
     """
+    from pacs.bench import dicomweb
+
     folder = ctx.work / peer.name
     shutil.rmtree(folder, ignore_errors=True)  # a reused --workdir: start empty
     running, sampler = measure_store(peer, ctx, 1, folder / "run1", results,
@@ -275,11 +278,13 @@ def measure_peer(peer: Peer, ctx: Context, results: dict[str, Metric]) -> None:
     if running is not None and sampler is not None:
         try:
             measure_queries_and_retrieves(peer, running, ctx, results)
+            dicomweb.measure_reads(running, ctx, results)
         finally:
             _finish(peer, running, sampler, ctx, results)
     # Last and on its own server: a peer that fails under parallel stores (dcmqrscp's index)
     # must not spoil the query and retrieve figures.
     measure_store(peer, ctx, 4, folder / "run4", results)
+    dicomweb.measure_stow(peer, ctx, folder / "stow", results)
 
 
 def metrics_as_json(results: dict[str, Metric]) -> dict[str, Any]:

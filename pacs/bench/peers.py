@@ -44,6 +44,15 @@ def tool_version(command: list[str]) -> str:
     return ""
 
 
+def debian_version(package: str) -> str:
+    """The installed version of a Debian package, or '' when it is not installed."""
+    if shutil.which("dpkg-query") is None:
+        return ""
+    result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
+                            capture_output=True, text=True, timeout=10)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 @dataclass
 class Destination:
     """Where C-MOVE sends: an AE title on 127.0.0.1 and a port."""
@@ -62,6 +71,8 @@ class Running:
     data_paths: list[Path]
     log: Path
     database_url: str | None = None
+    http_port: int | None = None  # DICOMweb, when the peer serves it
+    dicomweb_root: str = "/dicom-web"
 
 
 @dataclass
@@ -71,6 +82,7 @@ class Peer:
     name: str
     ae_title: str
     archive: bool = True  # False: a receiver only (storescp), no query or retrieve
+    dicomweb: bool = False  # serves QIDO-RS, WADO-RS and STOW-RS on `Running.http_port`
     config: dict[str, object] = field(default_factory=dict)
 
     def available(self) -> str | None:
@@ -100,7 +112,7 @@ class MinipacsPeer(Peer):
 
     def __init__(self, name: str = "minipacs", database: str = "sqlite",
                  extra_args: tuple[str, ...] = ()):
-        super().__init__(name=name, ae_title="MINIPACS")
+        super().__init__(name=name, ae_title="MINIPACS", dicomweb=True)
         self.database = database  # "sqlite", or a postgresql:// URL to make databases next to
         self.extra_args = extra_args
         self.databases = Databases(database) if database != "sqlite" else None
@@ -129,7 +141,7 @@ class MinipacsPeer(Peer):
             data_paths = [folder / "archive"]
         command = [sys.executable, "-m", "pacs", "serve", "--config", str(config),
                    "--host", "127.0.0.1", "--port", "0", "--storage", str(folder / "archive"),
-                   "--database", url, "--ready-file", str(ready)]
+                   "--database", url, "--ready-file", str(ready), "--http-port", "auto"]
         if destination is not None:
             command += ["--remote", f"{destination.ae_title}@127.0.0.1:{destination.port}"]
         command += list(self.extra_args)
@@ -138,7 +150,10 @@ class MinipacsPeer(Peer):
         process = registry.spawn(command, log, cwd=folder, env=env)
         port = _wait_ready_file(ready, process, log)
         wait_for_port(port, process, log=log)
-        return Running(process, port, folder, data_paths, log, database_url=url)
+        http = next((int(word[5:]) for word in ready.read_text().split()
+                     if word.startswith("http=")), None)
+        return Running(process, port, folder, data_paths, log, database_url=url,
+                       http_port=http)
 
     def disk_bytes(self, running: Running) -> int:
         """Archive files plus the SQLite file or the PostgreSQL database size."""
@@ -202,21 +217,37 @@ class DcmqrscpPeer(Peer):
         return Running(process, port, folder, [storage], log)
 
 
+def dicomweb_plugin() -> str | None:
+    """Debian's orthanc-dicomweb plugin library, when installed."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/orthanc/libOrthancDicomWeb.so*")
+                   + glob.glob("/usr/share/orthanc/plugins/libOrthancDicomWeb.so*"))
+    return found[-1] if found else None
+
+
 class OrthancPeer(Peer):
-    """Orthanc (Debian's package) as a plain process on a JSON config in a temp folder."""
+    """Orthanc (Debian's package) as a plain process on a JSON config in a temp folder, with
+    its DICOMweb plugin (Debian's orthanc-dicomweb) when installed."""
 
     def __init__(self) -> None:
-        super().__init__(name="orthanc", ae_title="ORTHANC", config={
-            "args": "defaults (SQLite index, MaximumPduLength 16384, SyncStorageArea true, "
-                    "StorageAccessOnFind Always); no plugins"})
+        self.plugin = dicomweb_plugin()
+        plugins = "DICOMweb plugin (defaults)" if self.plugin else "no plugins"
+        super().__init__(name="orthanc", ae_title="ORTHANC", dicomweb=self.plugin is not None,
+                         config={"args": "defaults (SQLite index, MaximumPduLength 16384, "
+                                         "SyncStorageArea true, StorageAccessOnFind Always); "
+                                         + plugins})
 
     def available(self) -> str | None:
         """Needs the Orthanc binary (Debian package orthanc)."""
         return _missing("Orthanc", "orthanc")
 
     def version(self) -> str:
-        """`Orthanc --version`."""
-        return tool_version(["Orthanc", "--version"])
+        """`Orthanc --version`, and the DICOMweb plugin's Debian version."""
+        version = tool_version(["Orthanc", "--version"])
+        if self.plugin:
+            version += f"; orthanc-dicomweb {debian_version('orthanc-dicomweb') or '?'}"
+        return version
 
     def start(self, folder: Path, registry: ProcessRegistry,
               destination: Destination | None) -> Running:
@@ -230,13 +261,15 @@ class OrthancPeer(Peer):
         config = {
             "Name": "minipacs-bench", "StorageDirectory": str(storage),
             "IndexDirectory": str(storage), "TemporaryDirectory": str(folder / "tmp"),
-            "Plugins": [], "HttpServerEnabled": True, "HttpPort": http_port,
+            "Plugins": [self.plugin] if self.plugin else [], "HttpServerEnabled": True,
+            "HttpPort": http_port,
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "DicomServerEnabled": True, "DicomAet": self.ae_title, "DicomPort": port,
             "DicomCheckCalledAet": False, "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
             "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
             "DicomModalities": modalities, "SaveJobs": False,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         log = folder / "server.log"
@@ -244,7 +277,9 @@ class OrthancPeer(Peer):
         process = registry.spawn(["Orthanc", str(folder / "config.json")], log, cwd=folder,
                                  env=dcmtk_env())
         wait_for_port(port, process, log=log)
-        return Running(process, port, folder, [storage], log)
+        wait_for_port(http_port, process, log=log)
+        return Running(process, port, folder, [storage], log,
+                       http_port=http_port if self.plugin else None)
 
 
 class StorescpPeer(Peer):

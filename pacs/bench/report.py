@@ -17,10 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pacs.bench.peers import tool_version
+from pacs.bench.peers import debian_version, tool_version
 
 FIND_SHAPES = ("study_by_patient_id", "study_by_name_prefix", "study_by_date_range",
                "series_of_study", "instances_of_series")
+QIDO_SHAPES = FIND_SHAPES[:3]  # the study-level searches
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ ROWS: tuple[Row, ...] = (
           False, True) for shape in FIND_SHAPES),
     *(Row(f"find_assoc_{shape}", f"C-FIND {shape}, one association (ms, median / p95)",
           False, True) for shape in FIND_SHAPES),
+    Row("stow_rate", "STOW-RS, one request per study (instances/s)"),
+    Row("stow_mbps", "STOW-RS, one request per study (MB/s)"),
+    Row("wado_study_mbps", "WADO-RS one study, as stored (MB/s)"),
+    *(Row(f"qido_{shape}", f"QIDO-RS {shape}, one connection (ms, median / p95)",
+          False, True) for shape in QIDO_SHAPES),
     Row("peak_rss_mb", "server peak RSS (MB)", False),
     Row("disk_bytes_per_instance", "disk bytes per instance (files + index)", False),
 )
@@ -93,6 +99,9 @@ def versions() -> dict[str, str]:
     match = re.search(r"v(\d[\w.]*)\s+(\S+)", dcmtk)
     result["dcmtk"] = f"{match.group(1)} ({match.group(2)})" if match else dcmtk or "absent"
     result["orthanc"] = tool_version(["Orthanc", "--version"]) or "Orthanc absent"
+    plugin = debian_version("orthanc-dicomweb")
+    if plugin and "absent" not in result["orthanc"]:
+        result["orthanc"] += f" with orthanc-dicomweb {plugin}"
     return result
 
 
@@ -175,7 +184,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"({meta['dataset']['total_bytes'] / 1e6:.0f} MB) over {meta['dataset']['patients']} "
         f"patients / {meta['dataset']['studies']} studies; C-FIND: "
         f"{meta['options']['find_queries']} queries per shape and client; "
-        f"clients: DCMTK with TCP_NODELAY=1, pynetdicom SCU for one-association C-FIND.  ",
+        f"clients: DCMTK with TCP_NODELAY=1, pynetdicom SCU for one-association C-FIND, "
+        f"Python's http.client on one keep-alive connection for DICOMweb.  ",
         f"Command: `{meta['command']}`",
         "",
     ]

@@ -1,12 +1,12 @@
-"""The ASGI application: DICOMweb routes under /dicom-web, WADO-URI at /wado, HTTP access
-control and CORS around everything.
+"""The ASGI application: DICOMweb routes under /dicom-web, WADO-URI at /wado, the browse page
+at / (web/browse), HTTP access control and CORS around everything.
 
 Room: web/. Imports Starlette, services/ and the route modules of web/.
 
-Extending it (the browse page): pass more routes to `create_app`, e.g. a static folder
-`Mount("/browse", app=StaticFiles(directory=folder, html=True), name="browse")` or a `Route`.
-They get the same access control (GET/HEAD need `read`, POST needs `store`), CORS and
-request log as DICOMweb.
+Extending it: pass more routes to `create_app`, e.g. a static folder
+`Mount("/extra", app=StaticFiles(directory=folder, html=True), name="extra")` or a `Route`
+(they come before the browse page's, so they may replace `/`). They get the same access
+control (GET/HEAD need `read`, POST needs `store`), CORS and request log as DICOMweb.
 """
 
 from __future__ import annotations
@@ -96,16 +96,17 @@ class AccessMiddleware:
 
 
 def create_app(services: Services, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
-    """The whole HTTP face over `services`: DICOMweb, WADO-URI and `extra_routes`.
+    """The whole HTTP face over `services`: DICOMweb, WADO-URI, `extra_routes`, the browse page.
 
     CORS is the outermost layer, so preflights are answered before access control and every
     response, errors included, carries the CORS headers.
     """
+    from pacs.web.browse import browse_routes
     from pacs.web.wado_uri import wado_uri_routes
 
     settings = services.settings
     routes: list[BaseRoute] = [Mount(DICOMWEB_PREFIX, routes=dicomweb_routes()),
-                               *wado_uri_routes(), *extra_routes]
+                               *wado_uri_routes(), *extra_routes, *browse_routes()]
     app = Starlette(routes=routes)
     app.state.services = services
     policy = HttpAccessPolicy.from_settings(settings)

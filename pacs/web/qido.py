@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from itertools import chain, islice
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
@@ -20,7 +21,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pacs.model.levels import STUDY_ROOT, keys_at
-from pacs.services.find import FindFeatures, Search, start_search
+from pacs.services.context import Services
+from pacs.services.find import FindFeatures, start_search
 from pacs.web.common import (
     handles_errors,
     note,
@@ -31,7 +33,7 @@ from pacs.web.common import (
 )
 from pacs.web.errors import WebError
 from pacs.web.media import DICOM_JSON, accept_of
-from pacs.web.threads import call, stream
+from pacs.web.threads import stream
 
 log = logging.getLogger("pacs.qido")
 
@@ -52,6 +54,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
 }
 _LEVELS = (STUDY, SERIES, IMAGE)
 _CHUNK = 64 * 1024
+_LOOKAHEAD = 100  # matches read before answering, to tell "more than the cap" without a count
 _NUMERIC_VRS = {"US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int,
                 "FL": float, "FD": float}
 TOO_MANY = ('299 minipacs "The number of results exceeded the maximum supported by the '
@@ -169,21 +172,35 @@ def _json(dataset: Dataset, root: str) -> dict[str, object]:
     return dict(sorted(dataset.to_json_dict().items()))
 
 
-def _page(search: Search, offset: int, limit: int, root: str) -> Iterator[bytes]:
+def _page(responses: Iterable[Dataset], limit: int, root: str) -> Iterator[bytes]:
     buffer = bytearray(b"[")
-    for number, response in enumerate(search.responses()):
-        if number < offset:
-            continue
-        if number >= offset + limit:
-            break
-        if len(buffer) > 1:
-            buffer += b","
+    separator = b""  # not from the buffer's length: it is emptied after each chunk
+    for response in islice(responses, limit):
+        buffer += separator
+        separator = b","
         buffer += json.dumps(_json(response, root), ensure_ascii=False).encode()
         if len(buffer) >= _CHUNK:
             yield bytes(buffer)
             buffer.clear()
     buffer += b"]"
     yield bytes(buffer)
+
+
+def _answer(services: Services, identifier: Dataset, features: FindFeatures, offset: int,
+            limit: int, check_more: bool, root: str, found: dict[str, bool]) -> Iterator[bytes]:
+    """The page of a search as DICOM JSON, in the producer thread. With `check_more`, whether
+    more matched than the page holds is in `found["more"]` before the first byte: read ahead
+    when the page is short (no count), counted when it is long."""
+    search = start_search(services, STUDY_ROOT, identifier, features, enforce_cap=False)
+    responses = islice(search.responses(), offset, None)
+    if check_more:
+        ahead = list(islice(responses, min(limit, _LOOKAHEAD) + 1))
+        if len(ahead) > limit:
+            found["more"] = True
+        elif len(ahead) > _LOOKAHEAD:  # a long page: count rather than hold it
+            found["more"] = search.query.count(offset + limit + 1) > offset + limit
+        responses = chain(ahead, responses)
+    yield from _page(responses, limit, root)
 
 
 def search_endpoint(level: str, scope: tuple[str, ...]) -> Route:
@@ -206,21 +223,27 @@ def search_endpoint(level: str, scope: tuple[str, ...]) -> Route:
         if fuzzy not in ("true", "false"):
             raise WebError(400, f"fuzzymatching {fuzzy!r} is not true or false")
         features = FindFeatures(relational=True, fuzzy_names=fuzzy == "true")
-
-        def start() -> tuple[Search, bool]:
-            found = start_search(services, STUDY_ROOT, identifier, features, enforce_cap=False)
-            more = (asked is None or asked > cap) and \
-                found.query.count(offset + limit + 1) > offset + limit
-            return found, more
-
-        found, more = await call(services, start)
-        headers = {"Warning": TOO_MANY} if more else {}
         root = url_root(request)
         note(request, level=level, query=request.url.query, **fixed)
-        return StreamingResponse(stream(services, lambda: _page(found, offset, limit, root)),
-                                 headers=headers, media_type=DICOM_JSON)
+        found = {"more": False}
+        body = stream(services, lambda: _answer(services, identifier, features, offset, limit,
+                                                asked is None or asked > cap, root, found))
+        # The first piece comes after the search was validated and `found` settled: an
+        # invalid identifier raises here and is answered with its status.
+        first = await anext(body)
+        headers = {"Warning": TOO_MANY} if found["more"] else {}
+        return StreamingResponse(_after(first, body), headers=headers, media_type=DICOM_JSON)
 
     return Route("/", search, methods=["GET"], name=f"qido-{level.lower()}")
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def qido_routes() -> list[Route]:

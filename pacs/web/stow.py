@@ -4,13 +4,16 @@ parts, each streamed to a temp file in the archive and stored through the C-STOR
 Room: web/. Imports services/store (the Ingestor), model/status, archive access through the
 Services container, web/. A part that fails (not DICOM, wrong study, too large, refused by the
 pipeline) is one item of FailedSOPSequence with its Failure Reason; the other parts are stored.
-200 all stored, 202 some, 409 none (PS3.18 10.5.3).
+200 all stored, 202 some, 409 none (PS3.18 10.5.3). Complete parts are stored by one thread of
+the request while the next part arrives, in order; the answer waits for every store.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +34,7 @@ from pacs.web.threads import body_reader, call
 
 log = logging.getLogger("pacs.stow")
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+_AHEAD = 4  # complete parts waiting to be stored (on disk) before receiving pauses
 
 
 @dataclass
@@ -52,7 +56,8 @@ class PartsToArchive:
     services: Services
     study: str | None
     source: str
-    outcomes: list[PartOutcome] = field(default_factory=list)
+    outcomes: list[PartOutcome | Future[PartOutcome]] = field(default_factory=list)
+    _storer: ThreadPoolExecutor | None = None
     _file: BinaryIO | None = None
     _path: Path | None = None
     _size: int = 0
@@ -99,9 +104,10 @@ class PartsToArchive:
             self._write_head()
 
     def end(self) -> None:
-        """The part is complete: store it (or record why not)."""
+        """The part is complete: queue it for storing (or record why not)."""
+        number = len(self.outcomes) + 1
         if self._refusal is not None:
-            self._fail(self._refusal, None)
+            self.outcomes.append(self._failed(number, self._refusal, None))
             return
         assert self._file is not None and self._path is not None
         if self._head is not None:
@@ -109,25 +115,36 @@ class PartsToArchive:
         self._file.close()
         self._file = None
         path, self._path = self._path, None
+        if self._storer is None:
+            self._storer = ThreadPoolExecutor(1, thread_name_prefix="stow-store")
+        queued = [o for o in self.outcomes if isinstance(o, Future) and not o.done()]
+        if len(queued) >= _AHEAD:
+            wait_for(queued[:len(queued) - _AHEAD + 1])
+        self.outcomes.append(self._storer.submit(self._store, number, path))
+
+    def _store(self, number: int, path: Path) -> PartOutcome:
+        """Store one complete part through the C-STORE pipeline (in the storing thread)."""
         try:
             result = self.services.ingestor.store(
                 path, expected_study_instance_uid=self.study, source_ae=self.source)
         except DicomError as error:
-            self._fail(error, path)
-            return
+            return self._failed(number, error, path)
         finally:
             path.unlink(missing_ok=True)  # stored: already moved; failed: not kept
-        self.outcomes.append(PartOutcome(result.sop_class_uid, result.sop_instance_uid,
-                                         result.study_instance_uid, result.series_instance_uid))
+            self.services.index.end_operation()
         log.info("STOW-RS from %s: %s %s (%s)", self.source, result.outcome,
                  result.sop_instance_uid, result.study_instance_uid)
+        return PartOutcome(result.sop_class_uid, result.sop_instance_uid,
+                           result.study_instance_uid, result.series_instance_uid)
 
-    def _fail(self, error: DicomError, path: Path | None) -> None:
+    def _failed(self, number: int, error: DicomError, path: Path | None) -> PartOutcome:
         uids = _uids(path) if path is not None else ("", "")
-        self.outcomes.append(PartOutcome(*uids, failure=int(error.status),
-                                         comment=error.comment))
-        log.warning("STOW-RS from %s: part %d failed: %s", self.source, len(self.outcomes),
-                    error)
+        log.warning("STOW-RS from %s: part %d failed: %s", self.source, number, error)
+        return PartOutcome(*uids, failure=int(error.status), comment=error.comment)
+
+    def results(self) -> list[PartOutcome]:
+        """Every part's outcome, in order, once its store has finished."""
+        return [o.result() if isinstance(o, Future) else o for o in self.outcomes]
 
     def _discard(self) -> None:
         if self._file is not None:
@@ -138,8 +155,11 @@ class PartsToArchive:
             self._path = None
 
     def abort(self) -> None:
-        """The body broke off: remove the unfinished part's temp file."""
+        """The body ended or broke off: remove an unfinished part's temp file and let the
+        stores already queued finish."""
         self._discard()
+        if self._storer is not None:
+            self._storer.shutdown(wait=True)
 
 
 def _uids(path: Path) -> tuple[str, str]:
@@ -165,7 +185,7 @@ def receive_parts(services: Services, boundary: str, receive: Callable[[], bytes
         reader.close()
     finally:
         sink.abort()
-    return sink.outcomes
+    return sink.results()
 
 
 def response_dataset(outcomes: list[PartOutcome], root: str, study: str | None) -> Dataset:

@@ -119,6 +119,7 @@ async def retrieve(request: Request) -> Response:
 
 def _metadata(services: Services, records: list[InstanceRecord], root: str) -> Iterator[bytes]:
     buffer = bytearray(b"[")
+    separator = b""  # not from the buffer's length: it is emptied after each chunk
     for record in records:
         try:
             dataset = read_dataset(services.archive, record, BULK_THRESHOLD)
@@ -126,8 +127,8 @@ def _metadata(services: Services, records: list[InstanceRecord], root: str) -> I
             log.warning("WADO-RS metadata: instance %s skipped: %s", record.sop_instance_uid,
                         exc)
             continue
-        if len(buffer) > 1:
-            buffer += b","
+        buffer += separator
+        separator = b","
         document = dataset_json(dataset, instance_url(root, record) + "/bulkdata")
         buffer += json.dumps(document, ensure_ascii=False).encode()
         if len(buffer) >= _JSON_CHUNK:
