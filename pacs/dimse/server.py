@@ -1,8 +1,9 @@
 """The DICOM application entity: presentation contexts, limits, timeouts, handler binding.
 
-Room: dimse/. Imports pynetdicom, config, services/context and the handler modules of dimse/.
-The only module that imports `pynetdicom.evt` and tunes pynetdicom; handlers are bound here
-with the shared `Services` as their argument.
+Room: dimse/. Imports pynetdicom's public API, config, services/context and the handler
+modules of dimse/; pynetdicom's internals only through dimse/pynetdicom_internals. The only
+module that imports `pynetdicom.evt`; handlers are bound here with the shared `Services` as
+their argument.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -25,7 +25,6 @@ from pynetdicom import (
     _config,
     evt,
 )
-from pynetdicom import association as _association_module
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -35,10 +34,21 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 
+from pacs.dimse.destination import abort_releases
 from pacs.dimse.events import set_no_delay
 from pacs.dimse.find import handle_find, handle_sop_extended
+from pacs.dimse.pynetdicom_internals import (
+    POLL_DELAY,
+    SharedContexts,
+    awaiting_request,
+    close_transport,
+    describe,
+    raw_socket,
+    register_server,
+    set_poll_delay,
+)
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.store import handle_echo, handle_store
 from pacs.dimse.tls import tls_server_context
@@ -70,91 +80,15 @@ _config.STORE_RECV_CHUNKED_DATASET = True
 # Log the association's identity, not every PDU.
 _config.LOG_HANDLER_LEVEL = "none"
 
-# pynetdicom's two threads per association poll: the DUL sleeps 1 ms whenever it finds
-# nothing to do, the association's reactor 1 ms on every loop, and every DIMSE message waits
-# for each once. Measured with storescu and a do-nothing handler: 277 -> 450 instances/s at
-# 0.1 ms. 0.2 ms keeps an idle association's wake-ups (and CPU) modest.
-POLL_DELAY = 0.0002
-
-
-class _ShortPolls:
-    """Stands in for `time` in pynetdicom.association, shortening its 1 ms reactor poll."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        time.sleep(POLL_DELAY if seconds == 0.001 else seconds)
-
-
-_association_module.time = _ShortPolls()  # type: ignore[assignment]
-
-# The largest PDU a peer may send us. pynetdicom trusts the length field and keeps reading
-# as long as the peer sends, so an absurd length would grow memory without bound.
-PDU_LENGTH_LIMIT = 64 * 2**20
-
-
-def _bounded_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """AssociationSocket.recv: refuse absurd lengths, and read into one buffer, not 4 KiB."""
-    if nr_bytes > PDU_LENGTH_LIMIT:
-        # pynetdicom turns this into "connection closed" (Evt17): the association is aborted.
-        raise OSError(f"peer announced a {nr_bytes}-byte PDU, over the {PDU_LENGTH_LIMIT} limit")
-    buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
-    received = 0
-    sock = self.socket
-    assert sock is not None
-    while received < nr_bytes:
-        count = sock.recv_into(view[received:], nr_bytes - received)
-        if not count:
-            return buffer[:received]
-        received += count
-    return buffer
-
-
-AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]
-
-
-class PeerErrorsOnOneLine(logging.Filter):
-    """What a peer's bad bytes cause is one log line, not a traceback (pynetdicom logs both)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            message = record.getMessage()
-            record.msg = f"{message + ': ' if message else ''}{type(error).__name__}: {error}"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-for _name in ("pynetdicom.dul", "pynetdicom.transport", "pynetdicom.acse"):
-    logging.getLogger(_name).addFilter(PeerErrorsOnOneLine())
-
-
 def _on_connection_open(event: Any) -> None:
-    transport = getattr(event.assoc.dul, "socket", None)
-    set_no_delay(getattr(transport, "socket", None))
-    event.assoc.dul._run_loop_delay = POLL_DELAY
+    set_no_delay(raw_socket(event.assoc))
+    set_poll_delay(event.assoc, POLL_DELAY)
 
 
 def _on_association_end(event: Any, services: Services) -> None:
-    # Runs in the association's own thread, whose index connection this returns.
+    # Runs in the association's own thread, whose index connection this returns. (A partial
+    # data set is removed by the connection's DUL thread as it ends: pynetdicom_internals.)
     services.index.release_connection()
-    _discard_partial_data_set(event)
-
-
-def _discard_partial_data_set(event: Any) -> None:
-    """Remove the temp file of a data set whose transfer the abort cut short."""
-    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
-    partial = getattr(message, "_data_set_file", None)
-    if partial is not None:
-        partial.close()
-        Path(partial.name).unlink(missing_ok=True)
-        log.warning("association with %s ended mid-transfer: partial data set discarded",
-                    str(event.assoc.requestor.ae_title).strip())
 
 
 def build_ae(services: Services) -> AE:
@@ -205,17 +139,6 @@ class ReusePortAssociationServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-class SharedContexts(list):  # type: ignore[type-arg]
-    """The server's supported contexts, shared read-only by every association.
-
-    pynetdicom deep-copies them for each association (170 storage classes x 45 transfer
-    syntaxes): 44 ms of a 50 ms association set-up, measured. Negotiation only reads them.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
-        return self
-
-
 def listen(
     ae: AE,
     address: tuple[str, int],
@@ -236,8 +159,7 @@ def listen(
         name=f"acceptor-{address[1]}", daemon=True,
     )
     thread.start()
-    # ae.shutdown() stops every server in this list.
-    ae._servers.append(server)
+    register_server(ae, server)
     return server
 
 
@@ -265,15 +187,23 @@ class RunningServer:
         return str(host), int(port)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let running associations finish for `grace` seconds, abort the rest."""
-        self.server.shutdown()
+        """Stop accepting, close connections that have no association yet, let running
+        associations finish for `grace` seconds, abort the rest."""
+        for server in {id(s): s for s in (self.server, self.tls_server) if s}.values():
+            server.shutdown()
+        for association in self.ae.active_associations:
+            if awaiting_request(association):
+                close_transport(association)
         deadline = time.monotonic() + grace
         while self.ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         for association in self.ae.active_associations:
-            log.warning("aborting association with %s at shutdown",
-                        association.requestor.ae_title)
+            if awaiting_request(association):
+                close_transport(association)
+                continue
+            log.warning("aborting association with %s at shutdown", describe(association))
             association.abort()
+        abort_releases()
         self.ae.shutdown()
 
 
