@@ -1,48 +1,21 @@
-"""Every pynetdicom internal that minipacs replaces or tunes, named in this one module.
+"""pynetdicom's connection machinery, hardened: transport reads and sends, the DUL thread,
+its state machine, and its log lines (see the package docstring for what and why).
 
-Room: dimse/. Imports pynetdicom, its private names included (this is where they may appear),
-and the standard library; nothing of ours. The rest of dimse/ calls the functions here instead
-of touching pynetdicom's private attributes. Written for, and checked at import against, one
-pynetdicom version (`PINNED_VERSION`, pinned in setup.cfg); tests/test_pynetdicom_internals.py
-fails when a name used here moves.
-
-What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
-- Polls: pynetdicom's association reactor sleeps 1 ms per loop; `_ShortPolls` shortens it.
-- Transport: `AssociationSocket.recv` refuses absurd PDU lengths and waits for the rest of a
-  PDU no longer than the ARTIM timer (no association yet) or the network timeout (then an
-  A-ABORT); `send` waits no longer than the network timeout. Stock pynetdicom blocks forever.
-- DUL (`HardenedDUL`): when its thread ends, whoever waits for an ACSE primitive wakes at once
-  (a connection closed before its A-ASSOCIATE-RQ held its slot for the ACSE timeout); in
-  Sta13 what the peer still sends is discarded unparsed (after bytes that are not PDUs there
-  is no framing left: stock pynetdicom answered every 6 bytes with an A-ABORT and a log line,
-  and blocked on a partial "PDU"); one log line per broken connection, at its end.
-- State machine (`GuardedStateMachine`): an exception in an action ends the connection
-  instead of killing the DUL thread with a traceback and leaving the socket unread.
-- DIMSE (`HardenedDIMSE`): a command set pynetdicom cannot decode (no Command Field, no
-  Affected SOP Instance UID, ...), fragments out of order (PS3.8 E.2) or a message that is
-  neither a valid request nor a valid response end the association with an A-ABORT
-  (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
-  sent itself can be dropped (see dimse/retrieve.py).
-- Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included) and
+the standard library; nothing of ours.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import select
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pynetdicom
 from pynetdicom import association as _association_module
-from pynetdicom import fsm as _fsm_module
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
@@ -50,42 +23,6 @@ from pynetdicom.pdu_primitives import A_P_ABORT
 from pynetdicom.transport import AssociationSocket
 
 log = logging.getLogger("pacs.server")
-
-PINNED_VERSION = "3.0.4"
-
-# Every pynetdicom name this module hooks or reads, by owner; checked at import.
-REQUIRED_NAMES: dict[Any, tuple[str, ...]] = {
-    _association_module: ("time", "DULServiceProvider", "DIMSEServiceProvider"),
-    DULServiceProvider: ("run_reactor", "receive_pdu", "_is_transport_event", "_read_pdu_data",
-                         "_send", "kill_dul", "network_timeout"),
-    StateMachine: ("do_action",),
-    DIMSEServiceProvider: ("receive_primitive", "send_msg", "get_msg"),
-    AssociationSocket: ("recv", "send", "ready", "close", "_shutdown_socket"),
-    Association: ("abort", "kill", "release", "is_acceptor"),
-}
-# The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
-REQUIRED_TRANSITIONS = {
-    ("Evt17", "Sta2"): "AA-5", ("Evt18", "Sta2"): "AA-2", ("Evt19", "Sta2"): "AA-1",
-    ("Evt17", "Sta6"): "AA-4", ("Evt19", "Sta6"): "AA-8",
-    ("Evt17", "Sta13"): "AR-5", ("Evt18", "Sta13"): "AA-2",
-}
-
-
-def check_pynetdicom(version: str = pynetdicom.__version__) -> list[str]:
-    """What differs from the pynetdicom this module was written for (empty: nothing)."""
-    problems = [] if version == PINNED_VERSION else [
-        f"pynetdicom {version} is installed, minipacs is written for {PINNED_VERSION}"]
-    for owner, names in REQUIRED_NAMES.items():
-        where = getattr(owner, "__name__", str(owner))
-        problems += [f"{where}.{name} is gone" for name in names if not hasattr(owner, name)]
-    table = getattr(_fsm_module, "TRANSITION_TABLE", {})
-    problems += [f"PS3.8 transition {key} is no longer {action}"
-                 for key, action in REQUIRED_TRANSITIONS.items() if table.get(key) != action]
-    return problems
-
-
-if _problems := check_pynetdicom():
-    raise ImportError("pacs.dimse needs another pynetdicom: " + "; ".join(_problems))
 
 # --- polls --------------------------------------------------------------------------------------
 
@@ -239,7 +176,7 @@ class GuardedStateMachine(StateMachine):
         try:
             super().do_action(event)
         except Exception as exc:  # noqa: BLE001 - pynetdicom has logged it and stopped the DUL
-            note_problem(self.dul, f"{event} in {self.current_state}: {_exception_text(exc)}",
+            note_problem(self.dul, f"{event} in {self.current_state}: {exception_text(exc)}",
                          replace=True)
             _end_broken_connection(self.dul)
 
@@ -260,7 +197,7 @@ def _end_broken_connection(dul: Any) -> None:
 
 
 class HardenedDUL(DULServiceProvider):
-    """pynetdicom's DICOM Upper Layer provider with the repairs listed in the module docstring.
+    """pynetdicom's DICOM Upper Layer provider with the repairs listed in the package docstring.
     `problem` says why the connection failed (first cause wins)."""
 
     def __init__(self, assoc: Any):
@@ -279,8 +216,8 @@ class HardenedDUL(DULServiceProvider):
         finally:
             self.to_user_queue.put(_DUL_ENDED)
             # This thread wrote the message in progress; nothing can complete it now.
-            dimse = self.assoc.dimse
-            partial = isinstance(dimse, HardenedDIMSE) and dimse.discard_message()
+            discard = getattr(self.assoc.dimse, "discard_message", None)
+            partial = bool(discard and discard())
             discarded = " (partial data set discarded)" if partial else ""
             if self.problem is not None:
                 ended = "A-ABORT sent, connection closed" if self.abort_sent else "closed"
@@ -327,7 +264,8 @@ class HardenedDUL(DULServiceProvider):
         super()._send(pdu)
 
 
-def _exception_text(error: BaseException) -> str:
+def exception_text(error: BaseException) -> str:
+    """'Type: message' of an exception, or its type alone when it has no message."""
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
@@ -348,169 +286,6 @@ def describe(assoc: Any) -> str:
     title = str(remote.ae_title or "").strip()
     where = f"{remote.address}:{remote.port}" if remote.address_info else "?"
     return f"{title}@{where}" if title else f"{where} (no association)"
-
-
-# --- DIMSE --------------------------------------------------------------------------------------
-
-def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
-    """Why the P-DATA's fragments break PS3.8 E.2 order given the message in progress."""
-    expecting_data = message is not None and message.context_id is not None
-    for _context_id, value in primitive.presentation_data_value_list:
-        if not value:
-            return "an empty presentation data value"
-        is_command, is_last = bool(value[0] & 1), bool(value[0] & 2)
-        if is_command and expecting_data:
-            return "a command fragment where the announced data set was due"
-        if not is_command and not expecting_data:
-            return "a data set fragment without its command set"
-        if is_command and is_last:
-            return None  # whether a data set follows is known once pynetdicom decodes it
-        if not is_command and is_last:
-            expecting_data = False
-    return None
-
-
-class HardenedDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider; malformed messages abort the association (PS3.8 AA-8)."""
-
-    def __init__(self, assoc: Any):
-        super().__init__(assoc)
-        self._drop: tuple[type, int] | None = None
-
-    def receive_primitive(self, primitive: Any) -> None:
-        """Add a P-DATA to the message in progress; abort on a malformed one."""
-        try:
-            problem = _misplaced_fragment(self.message, primitive)
-            if problem is None:
-                super().receive_primitive(primitive)
-                return
-        except Exception as exc:  # noqa: BLE001 - pynetdicom raises many kinds while decoding
-            problem = _exception_text(exc)
-        self._refuse(f"invalid DIMSE message: {problem}")
-
-    def get_msg(self, block: bool = False) -> Any:
-        """The next decoded message; one that is neither a valid request nor a valid response
-        (a required command element missing) aborts the association."""
-        context_id, message = super().get_msg(block)
-        if message is not None and not (message.is_valid_request
-                                        or message.is_valid_response):
-            path = getattr(message, "_dataset_path", None)
-            if isinstance(path, Path):
-                path.unlink(missing_ok=True)
-            self._refuse(f"invalid {message.msg_type} message: a required element is missing")
-            return None, None
-        return context_id, message
-
-    def _refuse(self, problem: str) -> None:
-        self.discard_message()
-        note_problem(self.dul, problem)
-        self.dul.event_queue.put("Evt19")  # PS3.8: A-ABORT, A-P-ABORT indication, Sta13
-
-    def discard_message(self) -> bool:
-        """Drop a message in progress and its partial data set file; whether there was one."""
-        message, self.message = self.message, None
-        partial = getattr(message, "_data_set_file", None)
-        if partial is None:
-            return False
-        partial.close()
-        Path(partial.name).unlink(missing_ok=True)
-        return True
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        """Send a DIMSE message, unless it is the one response `drop_response` named."""
-        if (self._drop is not None and isinstance(primitive, self._drop[0])
-                and primitive.MessageIDBeingRespondedTo == self._drop[1]):
-            self._drop = None
-            return
-        super().send_msg(primitive, context_id)
-
-    def drop_response(self, primitive_class: type | None, message_id: int = 0) -> None:
-        """Drop the next `primitive_class` response to `message_id` (None: drop nothing)."""
-        self._drop = None if primitive_class is None else (primitive_class, message_id)
-
-
-def drop_response(assoc: Any, primitive_class: type | None, message_id: int = 0) -> None:
-    """Let the association drop the next `primitive_class` response to `message_id`."""
-    assoc.dimse.drop_response(primitive_class, message_id)
-
-
-def outgoing_pending(assoc: Any) -> bool:
-    """Whether messages wait in the DUL's outgoing queue."""
-    outgoing = getattr(getattr(assoc, "dul", None), "to_provider_queue", None)
-    return outgoing is not None and not outgoing.empty()
-
-
-def next_message(assoc: Any, timeout: float) -> tuple[bool, Any]:
-    """(True, message) off the association's DIMSE queue, (True, None) when it closed,
-    (False, None) when nothing came within `timeout`."""
-    try:
-        _, message = assoc.dimse.msg_queue.get(timeout=timeout)
-    except queue.Empty:
-        return False, None
-    return True, message
-
-
-def association_alive(assoc: Any) -> bool:
-    """Neither aborted nor with its DUL thread ended."""
-    return bool(not assoc.acse.is_aborted() and assoc.dul.is_alive())
-
-
-# --- reactor parking (dimse/destination.py explains the race it closes) ---------------------------
-
-def _has_waiter(event: threading.Event) -> bool | None:
-    """Whether a thread is blocked in `event.wait()`; None when CPython internals differ."""
-    condition = getattr(event, "_cond", None)
-    waiters = getattr(condition, "_waiters", None)
-    return None if waiters is None else len(waiters) > 0
-
-
-def park_reactor(assoc: Any, timeout: float = 5.0) -> bool:
-    """Stop the association's reactor thread from reading the DIMSE queue until
-    `unpark_reactor`. Returns once it is blocked on its checkpoint (or ended); False on
-    timeout."""
-    checkpoint: threading.Event = assoc._reactor_checkpoint
-    checkpoint.clear()
-    deadline = time.monotonic() + timeout
-    seen_paused_at: float | None = None
-    while time.monotonic() < deadline:
-        if not assoc.is_alive():
-            return True
-        waiting = _has_waiter(checkpoint)
-        if waiting:
-            return True
-        if waiting is None:
-            # Fallback without the waiter list: paused, and still paused a while later.
-            if assoc._is_paused:
-                seen_paused_at = seen_paused_at or time.monotonic()
-                if time.monotonic() - seen_paused_at > 0.05:
-                    return True
-            else:
-                seen_paused_at = None
-        time.sleep(0.0002)
-    return False
-
-
-def unpark_reactor(assoc: Any) -> None:
-    """Let a parked reactor thread run (to its end, once the association is over)."""
-    assoc._reactor_checkpoint.set()
-
-
-# --- servers and logging ------------------------------------------------------------------------
-
-class SharedContexts(list):  # type: ignore[type-arg]
-    """The server's supported contexts, shared read-only by every association.
-
-    pynetdicom deep-copies them for each association (170 storage classes x 45 transfer
-    syntaxes): 44 ms of a 50 ms association set-up, measured. Negotiation only reads them.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
-        return self
-
-
-def register_server(ae: Any, server: Any) -> None:
-    """Let `ae.shutdown()` stop a server we started ourselves."""
-    ae._servers.append(server)
 
 
 def _current_dul() -> HardenedDUL | None:
@@ -538,11 +313,11 @@ class PeerErrorsOnOneLine(logging.Filter):
             if error is None:
                 note_problem(dul, record.getMessage(), detailed=False)
             else:
-                note_problem(dul, _exception_text(error))
+                note_problem(dul, exception_text(error))
             return False
         if error is not None:
             message = record.getMessage()
-            record.msg = f"{message + ': ' if message else ''}{_exception_text(error)}"
+            record.msg = f"{message + ': ' if message else ''}{exception_text(error)}"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
@@ -555,19 +330,14 @@ _CONNECTION_LOGGERS = ("dul", "fsm", "dimse", "dimse_messages", "dimse_primitive
                        "dsutils")
 
 
-def _install() -> Iterator[str]:
-    """Put the hooks in place (once); yields what it replaced, for the record."""
+def install_connection_hooks() -> tuple[str, ...]:
+    """Put the transport, DUL and logging hooks in place; what they replace, for the record."""
     _association_module.time = _ShortPolls()  # type: ignore[assignment]
     _association_module.DULServiceProvider = HardenedDUL  # type: ignore[misc]
-    _association_module.DIMSEServiceProvider = HardenedDIMSE  # type: ignore[misc]
     AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]
     AssociationSocket.send = _bounded_send  # type: ignore[method-assign]
-    yield from ("association.time", "association.DULServiceProvider",
-                "association.DIMSEServiceProvider", "AssociationSocket.recv",
-                "AssociationSocket.send")
     for name in _CONNECTION_LOGGERS:
         logging.getLogger(f"pynetdicom.{name}").addFilter(PeerErrorsOnOneLine(absorb=True))
     logging.getLogger("pynetdicom.acse").addFilter(PeerErrorsOnOneLine(absorb=False))
-
-
-INSTALLED = tuple(_install())
+    return ("association.time", "association.DULServiceProvider", "AssociationSocket.recv",
+            "AssociationSocket.send")
