@@ -41,6 +41,7 @@ from pacs.dimse.events import set_no_delay
 from pacs.dimse.find import handle_find, handle_sop_extended
 from pacs.dimse.pynetdicom_internals import (
     POLL_DELAY,
+    DeferredHandshakeServer,
     SharedContexts,
     awaiting_request,
     close_transport,
@@ -130,7 +131,7 @@ def event_handlers(services: Services) -> list[Any]:
     ]
 
 
-class ReusePortAssociationServer(ThreadedAssociationServer):
+class ReusePortAssociationServer(DeferredHandshakeServer):
     """An association server whose socket shares its port with other processes (workers)."""
 
     def server_bind(self) -> None:
@@ -147,7 +148,7 @@ def listen(
     reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """Start accepting associations on `address` in a background thread."""
-    server_class = ReusePortAssociationServer if reuse_port else ThreadedAssociationServer
+    server_class = ReusePortAssociationServer if reuse_port else DeferredHandshakeServer
     server = ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
     )

@@ -26,6 +26,9 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- TLS (`DeferredHandshakeServer`): the handshake happens in the connection's own thread,
+  bounded by the ACSE timeout, not in the accepting thread, where one silent client stopped
+  every other TLS client from being accepted.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pynetdicom import fsm as _fsm_module
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 PINNED_VERSION = "3.0.4"
 
@@ -58,6 +61,8 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "DIMSEMessage": ("context_id", "_data_set_file"),
     "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
     "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc"),
+    "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request"),
+    "RequestHandler": ("handle", "ae"),
     "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
                     "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor"),
     "ServiceUser": ("ae_title", "address_info"),
@@ -82,7 +87,8 @@ def _probes() -> dict[str, Any]:
         "StateMachine": association.dul.state_machine, "DIMSEServiceProvider": association.dimse,
         "DIMSEMessage": DIMSEMessage(), "C_STORE": C_STORE(), "AssociationSocket": socket,
         "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
-        "Timer": association.dul.artim_timer,
+        "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
+        "ThreadedAssociationServer": ThreadedAssociationServer,
     }
 
 
@@ -108,6 +114,7 @@ if _problems := check_pynetdicom():
 from pacs.dimse.pynetdicom_internals.connection import (  # noqa: E402
     PDU_LENGTH_LIMIT,
     POLL_DELAY,
+    DeferredHandshakeServer,
     awaiting_request,
     close_transport,
     describe,
@@ -128,10 +135,10 @@ from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
 )
 
 __all__ = [
-    "PDU_LENGTH_LIMIT", "PINNED_VERSION", "POLL_DELAY", "SharedContexts", "association_alive",
-    "awaiting_request", "check_pynetdicom", "close_transport", "describe", "drop_response",
-    "next_message", "outgoing_pending", "park_reactor", "raw_socket", "register_server",
-    "set_poll_delay", "unpark_reactor",
+    "PDU_LENGTH_LIMIT", "PINNED_VERSION", "POLL_DELAY", "DeferredHandshakeServer",
+    "SharedContexts", "association_alive", "awaiting_request", "check_pynetdicom",
+    "close_transport", "describe", "drop_response", "next_message", "outgoing_pending",
+    "park_reactor", "raw_socket", "register_server", "set_poll_delay", "unpark_reactor",
 ]
 
 INSTALLED = (*install_connection_hooks(), *install_message_hooks())

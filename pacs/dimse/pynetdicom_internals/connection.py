@@ -20,7 +20,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_P_ABORT
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 log = logging.getLogger("pacs.server")
 
@@ -328,6 +328,43 @@ class PeerErrorsOnOneLine(logging.Filter):
 _CONNECTION_LOGGERS = ("dul", "fsm", "dimse", "dimse_messages", "dimse_primitives", "utils",
                        "pdu", "pdu_items", "pdu_primitives", "transport", "association",
                        "dsutils")
+
+
+class _HandshakeFirst(RequestHandler):
+    """pynetdicom's request handler, doing a deferred TLS handshake first (bounded like a
+    wait for the A-ASSOCIATE-RQ, by the ACSE timeout)."""
+
+    def handle(self) -> None:
+        """Complete the TLS handshake, then create and start the association."""
+        connection = self.request
+        if isinstance(connection, ssl.SSLSocket):
+            try:
+                connection.settimeout(self.ae.acse_timeout or self.ae.network_timeout)
+                connection.do_handshake()
+            except (OSError, ValueError) as exc:
+                log.warning("%s:%s (no association): TLS handshake failed: %s; closed",
+                            *self.client_address[:2], exception_text(exc))
+                self.server.shutdown_request(connection)
+                return
+        super().handle()
+
+
+class DeferredHandshakeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, except that a TLS handshake happens in the connection's
+    own thread: in the accepting thread (pynetdicom's way) one client that connects and stays
+    silent stops every other TLS client from being accepted."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("request_handler", _HandshakeFirst)
+        super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept a connection; with TLS, wrap it without handshaking yet."""
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True,
+                                                  do_handshake_on_connect=False)
+        return client, address
 
 
 def install_connection_hooks() -> tuple[str, ...]:
