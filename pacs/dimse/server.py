@@ -131,7 +131,16 @@ def event_handlers(services: Services) -> list[Any]:
     ]
 
 
-class ReusePortAssociationServer(DeferredHandshakeServer):
+class ListeningServer(DeferredHandshakeServer):
+    """The association server: a listen backlog sized for bursts of connections."""
+
+    # socketserver's default of 5 pending connections: a burst of health-check probes or of
+    # modalities (measured: 1,000 connect-and-close probes) overflowed it while the accepting
+    # thread waited for the GIL, and each overflow cost the peer a 1 s SYN retransmission.
+    request_queue_size = socket.SOMAXCONN
+
+
+class ReusePortAssociationServer(ListeningServer):
     """An association server whose socket shares its port with other processes (workers)."""
 
     def server_bind(self) -> None:
@@ -148,7 +157,7 @@ def listen(
     reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """Start accepting associations on `address` in a background thread."""
-    server_class = ReusePortAssociationServer if reuse_port else DeferredHandshakeServer
+    server_class = ReusePortAssociationServer if reuse_port else ListeningServer
     server = ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
     )

@@ -214,7 +214,6 @@ class HardenedDUL(DULServiceProvider):
         try:
             super().run_reactor()
         finally:
-            self.to_user_queue.put(_DUL_ENDED)
             # This thread wrote the message in progress; nothing can complete it now.
             discard = getattr(self.assoc.dimse, "discard_message", None)
             partial = bool(discard and discard())
@@ -226,6 +225,7 @@ class HardenedDUL(DULServiceProvider):
             elif partial:
                 log.warning("%s: connection ended mid-transfer%s", describe(self.assoc),
                             discarded)
+            self.to_user_queue.put(_DUL_ENDED)  # last: once the association ends, all is said
 
     def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
         """The next ACSE primitive; None at once when the DUL has ended (not after the
