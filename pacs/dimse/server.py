@@ -22,7 +22,6 @@ from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
-    _config,
     evt,
 )
 from pynetdicom.sop_class import (
@@ -76,10 +75,6 @@ QUERY_RETRIEVE_CLASSES = (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-# Received data sets stream to a temp file instead of memory (handlers use dataset_path).
-_config.STORE_RECV_CHUNKED_DATASET = True
-# Log the association's identity, not every PDU.
-_config.LOG_HANDLER_LEVEL = "none"
 
 def _on_connection_open(event: Any) -> None:
     set_no_delay(raw_socket(event.assoc))

@@ -9,6 +9,7 @@ setup.cfg), before anything is subclassed; tests/test_pynetdicom_internals.py fa
 name used here moves.
 
 What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
+- Configuration: received data sets stream to files (`_config`), and no per-PDU logging.
 - Polls: pynetdicom's association reactor sleeps 1 ms per loop; `_ShortPolls` shortens it.
 - Transport: `AssociationSocket.recv` refuses absurd PDU lengths and waits for the rest of a
   PDU no longer than the ARTIM timer (no association yet) or the network timeout (then an
@@ -37,7 +38,7 @@ import socket as _socket
 from typing import Any
 
 import pynetdicom
-from pynetdicom import AE
+from pynetdicom import AE, _config
 from pynetdicom import association as _association_module
 from pynetdicom import fsm as _fsm_module
 from pynetdicom.association import Association
@@ -141,4 +142,9 @@ __all__ = [
     "park_reactor", "raw_socket", "register_server", "set_poll_delay", "unpark_reactor",
 ]
 
-INSTALLED = (*install_connection_hooks(), *install_message_hooks())
+# Received data sets stream to a temp file instead of memory (handlers use dataset_path).
+_config.STORE_RECV_CHUNKED_DATASET = True
+# Log the association's identity, not every PDU.
+_config.LOG_HANDLER_LEVEL = "none"
+INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
+             *install_connection_hooks(), *install_message_hooks())
