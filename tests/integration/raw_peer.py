@@ -71,6 +71,14 @@ def read_until_closed(connection: socket.socket, limit: float = 30) -> Closed:
     return Closed(received, time.monotonic() - started)
 
 
+def wait_idle(server: RunningServer, within: float = 10) -> bool:
+    """Whether the server holds no association (and so has logged all it will) in time."""
+    deadline = time.monotonic() + within
+    while server.ae.active_associations and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not server.ae.active_associations
+
+
 def pdu(kind: int, body: bytes) -> bytes:
     """A PDU of `kind` around `body` (PS3.8 9.3: type, reserved, 32-bit length)."""
     return struct.pack(">BBL", kind, 0, len(body)) + body

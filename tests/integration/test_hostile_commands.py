@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,14 @@ from pynetdicom.sop_class import Verification
 from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
 from tests.factory import CT_IMAGE_STORAGE
-from tests.integration.raw_peer import A_ABORT, associate, command_set, p_data, read_until_closed
+from tests.integration.raw_peer import (
+    A_ABORT,
+    associate,
+    command_set,
+    p_data,
+    read_until_closed,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -65,13 +71,6 @@ def incoming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _idle(server: RunningServer, within: float = 10) -> bool:
-    deadline = time.monotonic() + within
-    while server.ae.active_associations and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not server.ae.active_associations
-
-
 def _check_one_clean_line(caplog: pytest.LogCaptureFixture, port: int) -> str:
     lines = [r.getMessage() for r in caplog.records
              if r.name.startswith("pacs") and r.levelno >= logging.WARNING
@@ -93,7 +92,7 @@ def test_malformed_command_set_is_aborted_with_one_line_and_nothing_left(
         connection.sendall(message)
     closed = read_until_closed(connection, limit=15)
     assert closed.pdu_types == [A_ABORT]
-    assert _idle(server)
+    assert wait_idle(server)
     line = _check_one_clean_line(caplog, port)
     assert "A-ABORT sent" in line
     assert list(incoming.iterdir()) == []
@@ -115,7 +114,7 @@ def test_data_set_announced_and_never_sent_is_aborted_after_the_network_timeout(
     connection.sendall(p_data(SOME_DATA, command=False, last=False))
     closed = read_until_closed(connection, limit=15)
     assert closed.pdu_types == [A_ABORT]
-    assert _idle(server)
+    assert wait_idle(server)
     line = _check_one_clean_line(caplog, port)
     assert "partial data set discarded" in line
     assert list(incoming.iterdir()) == []

@@ -88,7 +88,8 @@ def _bounded_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     assert sock is not None
     while received < nr_bytes:
         timeout = _read_timeout(dul)
-        sock.settimeout(timeout)
+        if sock.gettimeout() != timeout:  # settimeout costs system calls; most reads repeat it
+            sock.settimeout(timeout)
         try:
             count = sock.recv_into(view[received:], nr_bytes - received)
         except TimeoutError:
@@ -123,8 +124,9 @@ def _abort_now(dul: Any, associated_only: bool) -> None:
 def _bounded_send(self: AssociationSocket, bytestream: bytes) -> None:
     """AssociationSocket.send, waiting no longer than the network timeout for a peer that does
     not read (pynetdicom turns the timeout into Evt17, connection closed)."""
-    if self.socket is not None:
-        self.socket.settimeout(self.assoc.network_timeout)
+    timeout = self.assoc.network_timeout
+    if self.socket is not None and self.socket.gettimeout() != timeout:
+        self.socket.settimeout(timeout)
     _pynetdicom_send(self, bytestream)
 
 
