@@ -250,18 +250,23 @@ def test_silence_mid_transfer_aborts_and_discards_the_partial_instance(
     assert _still_serving(server)
 
 
-# The SIGTERM case: after a burst of health-check probes there is nothing to drain, so
-# the server stops at once (before: each probe held its slot for the 30 s ACSE timeout, and
-# SIGTERM waited out the whole 10 s drain).
+# The SIGTERM case: after a burst of health-check probes, and with one connection open
+# that has sent nothing yet, there is nothing to drain, so the server stops at once (before:
+# each held its slot for the 30 s ACSE timeout, SIGTERM waited out the whole 10 s drain and
+# then logged "aborting association with  at shutdown", with an empty AE title).
 def test_sigterm_after_a_thousand_probes_stops_without_a_drain(
     server_process: Callable[..., ServerProcess],
 ) -> None:
     process = server_process()
     for _ in range(1000):
         socket.create_connection(("127.0.0.1", process.port), timeout=30).close()
+    silent = socket.create_connection(("127.0.0.1", process.port), timeout=30)
+    echo = run_tool("echoscu", ["-aec", "MINIPACS", "127.0.0.1", str(process.port)])
+    assert echo.returncode == 0  # accepted after the others: they have all been seen
     started = time.monotonic()
     assert process.terminate(timeout=60) == 0
     assert time.monotonic() - started < 5  # well inside the 10 s drain it no longer needs
+    assert read_until_closed(silent, limit=5).received == b""
     log = process.log.read_text()
     assert "aborting association" not in log
     assert "Traceback" not in log
