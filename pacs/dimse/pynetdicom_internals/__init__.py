@@ -14,6 +14,7 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Transport: `AssociationSocket.recv` refuses absurd PDU lengths and waits for the rest of a
   PDU no longer than the ARTIM timer (no association yet) or the network timeout (then an
   A-ABORT); `send` waits no longer than the network timeout. Stock pynetdicom blocks forever.
+  What we send counts as network activity too (stock pynetdicom counts only what it receives).
 - DUL (`HardenedDUL`): when its thread ends, whoever waits for an ACSE primitive wakes at once
   (a connection closed before its A-ASSOCIATE-RQ held its slot for the ACSE timeout); in
   Sta13 what the peer still sends is discarded unparsed (after bytes that are not PDUs there
@@ -55,7 +56,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "DULServiceProvider": ("run_reactor", "receive_pdu", "_is_transport_event", "_read_pdu_data",
                            "_send", "network_timeout", "_run_loop_delay", "artim_timer",
                            "state_machine", "socket", "to_user_queue", "to_provider_queue",
-                           "event_queue", "assoc"),
+                           "event_queue", "assoc", "_idle_timer"),
     "StateMachine": ("do_action", "current_state", "dul"),
     "DIMSEServiceProvider": ("receive_primitive", "send_msg", "get_msg", "message", "msg_queue",
                              "dul"),
