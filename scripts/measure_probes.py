@@ -35,7 +35,7 @@ from pynetdicom.pdu_primitives import A_RELEASE
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TCP_NODELAY": "1"}
-HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: pacs\r\nUser-Agent: probe/1.0\r\nAccept: */*\r\n\r\n"
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: pacs\r\nUser-Agent: probe/1.00\r\nAccept: */*\r\n\r\n"
 
 
 def write_study(folder: Path, count: int) -> str:
@@ -88,7 +88,7 @@ def _outcome(result: subprocess.CompletedProcess[str], seconds: float) -> str:
 def until_closed(connection: socket.socket) -> float:
     """Seconds until the server closes `connection` (reading and dropping what it sends)."""
     started = time.monotonic()
-    connection.settimeout(120)
+    connection.settimeout(60)
     try:
         while connection.recv(65536):
             pass
