@@ -281,3 +281,22 @@ def test_associate_request_alone_still_gets_an_association(server: RunningServer
     assert connection.recv(1)[0] == 0x02  # A-ASSOCIATE-AC
     connection.close()
     assert wait_idle(server)
+
+
+# PS3.8 Table 9-10 has no transition for a local A-ABORT (Evt15) before the A-ASSOCIATE-RQ
+# (Sta2), and pynetdicom raised in its DUL thread when asked for one (ae.shutdown() does): the
+# connection now just ends, with one line and no traceback.
+def test_aborting_a_connection_before_its_associate_request_ends_it_cleanly(
+    server_factory: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = server_factory(acse_timeout=30)
+    connection = connect(server)
+    port = connection.getsockname()[1]
+    assert _still_serving(server)  # accepted after the connection: it has been seen
+    for association in server.ae.active_associations:
+        association.abort()
+    read_until_closed(connection, limit=15)
+    assert wait_idle(server)
+    lines = _lines_about(caplog, port)
+    assert len(lines) == 1 and "Evt15" in lines[0], lines
+    _no_traceback(caplog)
