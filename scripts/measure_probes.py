@@ -85,16 +85,20 @@ def _outcome(result: subprocess.CompletedProcess[str], seconds: float) -> str:
     return f"failed after {seconds:.2f} s ({'; '.join(reasons[-2:])})"
 
 
-def until_closed(connection: socket.socket) -> float:
-    """Seconds until the server closes `connection` (reading and dropping what it sends)."""
+def until_closed(connection: socket.socket, limit: float = 60) -> float | None:
+    """Seconds until the server closes `connection` (reading and dropping what it sends);
+    None when it is still open after `limit` seconds."""
     started = time.monotonic()
-    connection.settimeout(60)
+    connection.settimeout(limit)
     try:
         while connection.recv(65536):
             pass
     except ConnectionResetError:
         pass
-    connection.close()
+    except TimeoutError:
+        return None
+    finally:
+        connection.close()
     return time.monotonic() - started
 
 
@@ -160,9 +164,13 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"| {arguments.probes} connect-and-close probes | {probes:.2f} s |")
     print(f"| C-ECHO right after them | {echo} |")
+    closed = [seconds for seconds in closes if seconds is not None]
+    open_ones = f", {len(closes) - len(closed)} still open after 60 s" if len(closed) < len(
+        closes) else ""
+    times = (f"{statistics.median(closed) * 1000:.1f} ms / {max(closed) * 1000:.1f} ms"
+             if closed else "-")
     print(f"| HTTP request on the DICOM port: closed after (median / max of "
-          f"{arguments.garbage}) | {statistics.median(closes) * 1000:.1f} ms / "
-          f"{max(closes) * 1000:.1f} ms |")
+          f"{arguments.garbage}{open_ones}) | {times} |")
     print(f"| log lines for those {arguments.garbage} connections | {garbage_lines} |")
     print(f"| C-MOVE of 5 to a destination holding A-RELEASE-RP {arguments.hold:g} s "
           f"| {move} |")
