@@ -14,7 +14,8 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Transport: `AssociationSocket.recv` refuses absurd PDU lengths and waits for the rest of a
   PDU no longer than the ARTIM timer (no association yet) or the network timeout (then an
   A-ABORT); `send` waits no longer than the network timeout. Stock pynetdicom blocks forever.
-  What we send counts as network activity too (stock pynetdicom counts only what it receives).
+  What we send counts as network activity too (stock pynetdicom counts only what it receives,
+  so a handler slower than the network timeout got its association aborted once it answered).
 - DUL (`HardenedDUL`): when its thread ends, whoever waits for an ACSE primitive wakes at once
   (a connection closed before its A-ASSOCIATE-RQ held its slot for the ACSE timeout); in
   Sta13 what the peer still sends is discarded unparsed (after bytes that are not PDUs there

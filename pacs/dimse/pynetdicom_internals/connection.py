@@ -264,9 +264,7 @@ class HardenedDUL(DULServiceProvider):
         if isinstance(pdu, A_ABORT_RQ):
             self.abort_sent = True
         super()._send(pdu)
-        # pynetdicom counts only received PDUs as network activity: a requester waiting for a
-        # C-MOVE longer than the network timeout was aborted right after the final response.
-        self._idle_timer.restart()
+        self._idle_timer.restart()  # what we send is network activity too (see HardenedDIMSE)
 
 
 def exception_text(error: BaseException) -> str:

@@ -89,6 +89,10 @@ class HardenedDIMSE(DIMSEServiceProvider):
                 and primitive.MessageIDBeingRespondedTo == self._drop[1]):
             self._drop = None
             return
+        # The peer was waiting for us, not silent: without this, a handler slower than the
+        # network timeout (a C-STORE under heavy load, a long C-MOVE) had its association
+        # aborted by the reactor's idle check right after answering.
+        self.dul._idle_timer.restart()
         super().send_msg(primitive, context_id)
 
     def drop_response(self, primitive_class: type | None, message_id: int = 0) -> None:
