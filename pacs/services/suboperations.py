@@ -69,7 +69,7 @@ class StoreLink(Protocol):
         """Whether more C-STOREs can go this way."""
 
     def close(self) -> None:
-        """Done with this link."""
+        """Done with this link (what that takes, such as a release, may finish later)."""
 
 
 class ResponseSink(Protocol):
@@ -189,6 +189,7 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
                 break
             if link is not None:
                 link.close()  # one association at a time
+                link = None
             link, reason = open_link(plan)
             if link is None:
                 log.warning("%s: %d sub-operations failed: %s", requester,
