@@ -14,7 +14,6 @@ response from the DIMSE queue ourselves, so pynetdicom's reactor cannot take it.
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from collections.abc import Callable
 from io import BytesIO
@@ -28,7 +27,6 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import A_RELEASE
 
 from pacs.config import Settings
-from pacs.dimse.destination import park_reactor
 from pacs.dimse.events import (
     calling_ae,
     normalized_error_dataset,
@@ -37,6 +35,12 @@ from pacs.dimse.events import (
     require_permission,
     set_no_delay,
     status_dataset,
+)
+from pacs.dimse.pynetdicom_internals import (
+    give_back_messages,
+    park_reactor,
+    take_message_entry,
+    unpark_reactor,
 )
 from pacs.dimse.tls import tls_client_context
 from pacs.model.commitment import (
@@ -116,9 +120,8 @@ def _exchange(assoc: Any, context: Any, event_type: int, information: Dataset,
         while time.monotonic() < deadline:
             if reason := give_up():
                 return reason
-            try:
-                entry = assoc.dimse.msg_queue.get(timeout=_POLL)
-            except queue.Empty:
+            entry = take_message_entry(assoc, _POLL)
+            if entry is None:
                 continue
             message = entry[1]
             if message is None:
@@ -129,17 +132,7 @@ def _exchange(assoc: Any, context: Any, event_type: int, information: Dataset,
             held.append(entry)
         return f"no N-EVENT-REPORT response in {timeout:g} s"
     finally:
-        _give_back(assoc.dimse.msg_queue, held)
-
-
-def _give_back(messages: queue.Queue[Any], held: list[Any]) -> None:
-    """Put messages taken while waiting back at the head of the DIMSE queue, in order, so the
-    unparked reactor serves them (a modality may send its next request meanwhile)."""
-    if not held:
-        return
-    with messages.mutex:
-        messages.queue.extendleft(reversed(held))
-        messages.not_empty.notify(len(held))
+        give_back_messages(assoc, held)
 
 
 def _gone(assoc: Any) -> str:
@@ -166,13 +159,13 @@ class DimseReportChannel:
             return reason
         context = _commitment_context(association, as_scp=True)
         if not park_reactor(association):
-            association._reactor_checkpoint.set()
+            unpark_reactor(association)
             return "association thread did not pause"
         try:
             return _exchange(association, context, event_type, information,
                              self.settings.dimse_timeout, lambda: _gone(association))
         finally:
-            association._reactor_checkpoint.set()
+            unpark_reactor(association)
 
     def to_requester(self, calling_ae: str, event_type: int, information: Dataset) -> str:
         """On a new association to `calling_ae` from the AE table; "" when delivered."""
@@ -214,7 +207,7 @@ class DimseReportChannel:
                 assoc.release()
             elif not (assoc.is_released or assoc.is_aborted):
                 assoc.abort()
-            assoc._reactor_checkpoint.set()
+            unpark_reactor(assoc)
 
 
 def start_commitment_reports(services: Services) -> CommitmentReporter:

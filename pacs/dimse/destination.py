@@ -15,14 +15,18 @@ Here the reactor of a destination association is parked once, for the associatio
 life, and the handshake waits until the reactor thread is really blocked inside
 `Event.wait()` (it is among the event's waiters), not merely flagged; our own
 send/receive loop then is the only reader of the DIMSE queue. A C-GET runs inside the
-requester association's reactor thread itself, so nothing else can read its queue.
+requester association's reactor thread itself, so nothing else can read its queue. (The
+parking itself is in dimse/pynetdicom_internals.)
+
+Releasing a destination association waits for its A-RELEASE-RP, up to the ACSE timeout. That
+happens in a thread of its own, after the final C-MOVE response: a destination slow to answer
+(or never answering) A-RELEASE-RQ holds neither that response nor the requester's association.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,50 +39,23 @@ from pynetdicom.presentation import build_context
 
 from pacs.config import Settings
 from pacs.dimse.events import set_no_delay
+from pacs.dimse.pynetdicom_internals import (
+    association_alive,
+    next_message,
+    park_reactor,
+    raw_socket,
+    set_poll_delay,
+    unpark_reactor,
+)
 from pacs.dimse.tls import tls_client_context
 from pacs.services.retrieve import AcceptedContext, ContextProposal, Endpoint
 from pacs.services.suboperations import Originator, StoreResult
 
 log = logging.getLogger("pacs.retrieve")
 
-_PARK_TIMEOUT = 5.0
 # pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, once for the request
 # and once for the response of every C-STORE; while sub-operations run it may poll faster.
 _FAST_LOOP_DELAY = 0.0001
-
-
-def _has_waiter(event: threading.Event) -> bool | None:
-    """Whether a thread is blocked in `event.wait()`; None when CPython internals differ."""
-    condition = getattr(event, "_cond", None)
-    waiters = getattr(condition, "_waiters", None)
-    return None if waiters is None else len(waiters) > 0
-
-
-def park_reactor(assoc: Any, timeout: float = _PARK_TIMEOUT) -> bool:
-    """Stop the association's reactor thread from reading the DIMSE queue until released.
-
-    Returns once the reactor is blocked on its checkpoint (or has ended); False on timeout.
-    """
-    checkpoint: threading.Event = assoc._reactor_checkpoint
-    checkpoint.clear()
-    deadline = time.monotonic() + timeout
-    seen_paused_at: float | None = None
-    while time.monotonic() < deadline:
-        if not assoc.is_alive():
-            return True
-        waiting = _has_waiter(checkpoint)
-        if waiting:
-            return True
-        if waiting is None:
-            # Fallback without the waiter list: paused, and still paused a while later.
-            if assoc._is_paused:
-                seen_paused_at = seen_paused_at or time.monotonic()
-                if time.monotonic() - seen_paused_at > 0.05:
-                    return True
-            else:
-                seen_paused_at = None
-        time.sleep(0.0002)
-    return False
 
 
 class AssociationLink:
@@ -139,9 +116,8 @@ class AssociationLink:
             if left <= 0:
                 self._lost(f"no C-STORE response in {self.timeout:g} s")
                 return StoreResult(None, "no response (DIMSE timeout)")
-            try:
-                _, message = self.assoc.dimse.msg_queue.get(timeout=left)
-            except queue.Empty:
+            arrived, message = next_message(self.assoc, left)
+            if not arrived:
                 continue
             if message is None:
                 self.alive = False
@@ -160,23 +136,51 @@ class AssociationLink:
 
     def usable(self) -> bool:
         """Whether further C-STOREs can go over this association."""
-        return self.alive and not self.assoc.acse.is_aborted() and self.assoc.dul.is_alive()
+        return self.alive and association_alive(self.assoc)
 
     def close(self) -> None:
         """Done with the sub-operations on this association (nothing to do by default)."""
+
+
+_RELEASING: set[DestinationLink] = set()
+_RELEASING_LOCK = threading.Lock()
 
 
 class DestinationLink(AssociationLink):
     """Our association to a C-MOVE destination, its reactor parked for its whole life."""
 
     def close(self) -> None:
-        """Release the association (abort it when it is already broken)."""
-        if self.usable() and self.assoc.is_established:
-            self.assoc.release()
-        elif not (self.assoc.is_released or self.assoc.is_aborted):
+        """Release the association in the background (abort it when it is already broken)."""
+        with _RELEASING_LOCK:
+            _RELEASING.add(self)
+        threading.Thread(target=self._release, name=f"release {self.description}",
+                         daemon=True).start()
+
+    def _release(self) -> None:
+        try:
+            if self.usable() and self.assoc.is_established:
+                self.assoc.release()  # pynetdicom aborts when no A-RELEASE-RP comes in time
+            elif not (self.assoc.is_released or self.assoc.is_aborted):
+                self.assoc.abort()
+        finally:
+            unpark_reactor(self.assoc)  # whatever happened, let the reactor run to its end
+            with _RELEASING_LOCK:
+                _RELEASING.discard(self)
+
+    def abort(self) -> None:
+        """Abort the association now (at shutdown, instead of waiting for the release)."""
+        self.alive = False
+        if not (self.assoc.is_released or self.assoc.is_aborted):
             self.assoc.abort()
-        # Whatever happened, let the reactor thread run to its end.
-        self.assoc._reactor_checkpoint.set()
+        unpark_reactor(self.assoc)
+
+
+def abort_releases() -> None:
+    """Abort destination associations whose release is still awaited (at shutdown)."""
+    with _RELEASING_LOCK:
+        links = list(_RELEASING)
+    for link in links:
+        link.abort()
 
 
 def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destination_ae: str,
@@ -205,11 +209,11 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
                                            else "association aborted" if assoc.is_aborted
                                            else "cannot connect"))
             continue
-        set_no_delay(getattr(assoc.dul.socket, "socket", None))
-        assoc.dul._run_loop_delay = _FAST_LOOP_DELAY
+        set_no_delay(raw_socket(assoc))
+        set_poll_delay(assoc, _FAST_LOOP_DELAY)
         link = DestinationLink(assoc, settings.dimse_timeout, f"C-MOVE to {where}")
         if not park_reactor(assoc):
-            link.close()
+            link.abort()
             reasons.append(f"{where}: association thread did not pause")
             continue
         return link, ""
@@ -221,12 +225,11 @@ class RequesterLink(AssociationLink):
 
     def __init__(self, assoc: Any, timeout: float, description: str):
         super().__init__(assoc, timeout, description)
-        self._loop_delay = assoc.dul._run_loop_delay
-        assoc.dul._run_loop_delay = _FAST_LOOP_DELAY
+        self._loop_delay = set_poll_delay(assoc, _FAST_LOOP_DELAY)
 
     def close(self) -> None:
         """Back to the DUL's idle polling."""
-        self.assoc.dul._run_loop_delay = self._loop_delay
+        set_poll_delay(self.assoc, self._loop_delay)
 
     def _lost(self, reason: str) -> None:
         # Aborting the requester's association from its own handler must not block.

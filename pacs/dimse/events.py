@@ -1,7 +1,8 @@
 """What every DIMSE handler shares: who is calling, permission, one operation record, and
 turning a `DicomError` into a status data set.
 
-Room: dimse/. Imports model/status and pydicom; handlers receive the `Services` container.
+Room: dimse/. Imports model/status, pydicom and dimse/pynetdicom_internals; handlers receive
+the `Services` container.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from pacs.dimse.pynetdicom_internals import outgoing_pending
 from pacs.model.status import DicomError
 
 log = logging.getLogger("pacs.handlers")
@@ -104,9 +106,6 @@ def wait_until_sent(event: Any, timeout: float = 10.0) -> None:
     pynetdicom's DUL thread sends queued messages before it reads the socket: while a handler
     keeps its queue full, a C-CANCEL sits unread until every response is out.
     """
-    outgoing = getattr(getattr(event.assoc, "dul", None), "to_provider_queue", None)
-    if outgoing is None:
-        return
     deadline = time.monotonic() + timeout
-    while not outgoing.empty() and time.monotonic() < deadline:
+    while outgoing_pending(event.assoc) and time.monotonic() < deadline:
         time.sleep(0.0001)

@@ -19,7 +19,6 @@ arrives after our final response).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pynetdicom.dsutils import encode
 
 from pacs.dimse.destination import RequesterLink, open_destination
 from pacs.dimse.events import calling_ae, peer, record_operation, require_permission
+from pacs.dimse.pynetdicom_internals import association_alive, drop_response
 from pacs.model.levels import model_for_sop_class
 from pacs.model.retrieve_identifier import RetrieveRequest, parse_retrieve_identifier
 from pacs.model.status import DicomError, RetrieveStatus
@@ -67,10 +67,9 @@ class Responder:
         self.finished = False
         self.status: int = RetrieveStatus.UNABLE_TO_PROCESS
         self.fields: dict[str, Any] = {}
-        dimse = self.assoc.dimse
         # A drop left over from an earlier request whose trailing response never came.
-        vars(dimse).pop("send_msg", None)
-        self._send = functools.partial(type(dimse).send_msg, dimse)
+        drop_response(self.assoc, None)
+        self._send = self.assoc.dimse.send_msg
 
     def _primitive(self, status: int) -> Any:
         response = self.primitive_class()
@@ -117,14 +116,7 @@ class Responder:
         if comment:
             self.fields["error"] = comment
         if self.requester_present():
-            self.assoc.dimse.send_msg = self._drop_trailing_response
-
-    def _drop_trailing_response(self, primitive: Any, context_id: int) -> None:
-        if (isinstance(primitive, self.primitive_class)
-                and primitive.MessageIDBeingRespondedTo == self.request.MessageID):
-            del self.assoc.dimse.send_msg  # back to the class's method
-            return
-        self._send(primitive, context_id)
+            drop_response(self.assoc, self.primitive_class, int(self.request.MessageID))
 
     def error(self, error: DicomError) -> None:
         """A final failure response from a DicomError (before any sub-operation)."""
@@ -133,8 +125,7 @@ class Responder:
 
     def requester_present(self) -> bool:
         """Whether the requester's association can still take responses."""
-        return (self.assoc.is_established and not self.assoc.acse.is_aborted()
-                and self.assoc.dul.is_alive())
+        return bool(self.assoc.is_established and association_alive(self.assoc))
 
 
 def _request(event: Any, sop_class_role: str, services: Services) -> RetrieveRequest:

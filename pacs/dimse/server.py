@@ -1,9 +1,10 @@
 """The DICOM application entity: presentation contexts, limits, timeouts, handler binding.
 
-Room: dimse/. Imports pynetdicom, config, services/context and the handler modules of dimse/
-(dimse/contexts: the table of accepted presentation contexts).
-The only module that imports `pynetdicom.evt` and tunes pynetdicom; handlers are bound here
-with the shared `Services` as their argument.
+Room: dimse/. Imports pynetdicom's public API, config, services/context and the handler
+modules of dimse/ (dimse/contexts: the table of accepted presentation contexts); pynetdicom's
+internals only through dimse/pynetdicom_internals. The only
+module that imports `pynetdicom.evt`; handlers are bound here with the shared `Services` as
+their argument.
 """
 
 from __future__ import annotations
@@ -15,18 +16,28 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, _config, evt
-from pynetdicom import association as _association_module
-from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.dimse.commitment import handle_n_action, start_commitment_reports
 from pacs.dimse.contexts import SUPPORTED_CONTEXTS
+from pacs.dimse.destination import abort_releases
 from pacs.dimse.events import set_no_delay
 from pacs.dimse.find import handle_sop_extended
 from pacs.dimse.mpps import handle_n_create, handle_n_set
+from pacs.dimse.pynetdicom_internals import (
+    POLL_DELAY,
+    DeferredHandshakeServer,
+    SharedContexts,
+    awaiting_request,
+    close_transport,
+    describe,
+    raw_socket,
+    register_server,
+    set_poll_delay,
+)
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.store import handle_echo, handle_store
 from pacs.dimse.tls import tls_server_context
@@ -35,96 +46,15 @@ from pacs.services.context import Services
 
 log = logging.getLogger("pacs.server")
 
-# Received data sets stream to a temp file instead of memory (handlers use dataset_path).
-_config.STORE_RECV_CHUNKED_DATASET = True
-# Log the association's identity, not every PDU.
-_config.LOG_HANDLER_LEVEL = "none"
-
-# pynetdicom's two threads per association poll: the DUL sleeps 1 ms whenever it finds
-# nothing to do, the association's reactor 1 ms on every loop, and every DIMSE message waits
-# for each once. Measured with storescu and a do-nothing handler: 277 -> 450 instances/s at
-# 0.1 ms. 0.2 ms keeps an idle association's wake-ups (and CPU) modest.
-POLL_DELAY = 0.0002
-
-
-class _ShortPolls:
-    """Stands in for `time` in pynetdicom.association, shortening its 1 ms reactor poll."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        time.sleep(POLL_DELAY if seconds == 0.001 else seconds)
-
-
-_association_module.time = _ShortPolls()  # type: ignore[assignment]
-
-# The largest PDU a peer may send us. pynetdicom trusts the length field and keeps reading
-# as long as the peer sends, so an absurd length would grow memory without bound.
-PDU_LENGTH_LIMIT = 64 * 2**20
-
-
-def _bounded_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """AssociationSocket.recv: refuse absurd lengths, and read into one buffer, not 4 KiB."""
-    if nr_bytes > PDU_LENGTH_LIMIT:
-        # pynetdicom turns this into "connection closed" (Evt17): the association is aborted.
-        raise OSError(f"peer announced a {nr_bytes}-byte PDU, over the {PDU_LENGTH_LIMIT} limit")
-    buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
-    received = 0
-    sock = self.socket
-    assert sock is not None
-    while received < nr_bytes:
-        count = sock.recv_into(view[received:], nr_bytes - received)
-        if not count:
-            return buffer[:received]
-        received += count
-    return buffer
-
-
-AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]
-
-
-class PeerErrorsOnOneLine(logging.Filter):
-    """What a peer's bad bytes cause is one log line, not a traceback (pynetdicom logs both)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            message = record.getMessage()
-            record.msg = f"{message + ': ' if message else ''}{type(error).__name__}: {error}"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-for _name in ("pynetdicom.dul", "pynetdicom.transport", "pynetdicom.acse"):
-    logging.getLogger(_name).addFilter(PeerErrorsOnOneLine())
-
-
 def _on_connection_open(event: Any) -> None:
-    transport = getattr(event.assoc.dul, "socket", None)
-    set_no_delay(getattr(transport, "socket", None))
-    event.assoc.dul._run_loop_delay = POLL_DELAY
+    set_no_delay(raw_socket(event.assoc))
+    set_poll_delay(event.assoc, POLL_DELAY)
 
 
 def _on_association_end(event: Any, services: Services) -> None:
-    # Runs in the association's own thread, whose index connection this returns.
+    # Runs in the association's own thread, whose index connection this returns. (A partial
+    # data set is removed by the connection's DUL thread as it ends: pynetdicom_internals.)
     services.index.release_connection()
-    _discard_partial_data_set(event)
-
-
-def _discard_partial_data_set(event: Any) -> None:
-    """Remove the temp file of a data set whose transfer the abort cut short."""
-    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
-    partial = getattr(message, "_data_set_file", None)
-    if partial is not None:
-        partial.close()
-        Path(partial.name).unlink(missing_ok=True)
-        log.warning("association with %s ended mid-transfer: partial data set discarded",
-                    str(event.assoc.requestor.ae_title).strip())
 
 
 def build_ae(services: Services) -> AE:
@@ -166,24 +96,22 @@ def event_handlers(services: Services) -> list[Any]:
     ]
 
 
-class ReusePortAssociationServer(ThreadedAssociationServer):
+class ListeningServer(DeferredHandshakeServer):
+    """The association server: a listen backlog sized for bursts of connections."""
+
+    # socketserver's default of 5 pending connections: a burst of health-check probes or of
+    # modalities (measured: 1,000 connect-and-close probes) overflowed it while the accepting
+    # thread waited for the GIL, and each overflow cost the peer a 1 s SYN retransmission.
+    request_queue_size = socket.SOMAXCONN
+
+
+class ReusePortAssociationServer(ListeningServer):
     """An association server whose socket shares its port with other processes (workers)."""
 
     def server_bind(self) -> None:
         """Set SO_REUSEPORT before binding, so N worker processes accept on one port."""
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
-
-
-class SharedContexts(list):  # type: ignore[type-arg]
-    """The server's supported contexts, shared read-only by every association.
-
-    pynetdicom deep-copies them for each association (170 storage classes x 45 transfer
-    syntaxes): 44 ms of a 50 ms association set-up, measured. Negotiation only reads them.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
-        return self
 
 
 def listen(
@@ -194,7 +122,7 @@ def listen(
     reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """Start accepting associations on `address` in a background thread."""
-    server_class = ReusePortAssociationServer if reuse_port else ThreadedAssociationServer
+    server_class = ReusePortAssociationServer if reuse_port else ListeningServer
     server = ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class
     )
@@ -206,8 +134,7 @@ def listen(
         name=f"acceptor-{address[1]}", daemon=True,
     )
     thread.start()
-    # ae.shutdown() stops every server in this list.
-    ae._servers.append(server)
+    register_server(ae, server)
     return server
 
 
@@ -236,15 +163,23 @@ class RunningServer:
         return str(host), int(port)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let running associations finish for `grace` seconds, abort the rest."""
-        self.server.shutdown()
+        """Stop accepting, close connections that have no association yet, let running
+        associations finish for `grace` seconds, abort the rest."""
+        for server in {id(s): s for s in (self.server, self.tls_server) if s}.values():
+            server.shutdown()
+        for association in self.ae.active_associations:
+            if awaiting_request(association):
+                close_transport(association)
         deadline = time.monotonic() + grace
         while self.ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         for association in self.ae.active_associations:
-            log.warning("aborting association with %s at shutdown",
-                        association.requestor.ae_title)
+            if awaiting_request(association):
+                close_transport(association)
+                continue
+            log.warning("aborting association with %s at shutdown", describe(association))
             association.abort()
+        abort_releases()
         if self.reporter is not None:
             self.reporter.stop()
         self.ae.shutdown()

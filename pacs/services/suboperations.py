@@ -4,7 +4,8 @@ Room: services/. Imports services/retrieve (instance sets, contexts, conversion)
 Services container; no protocol. The face supplies where the C-STOREs go (a `StoreLink` per
 planned association) and where the responses go (a `ResponseSink`); this module decides the
 order: read the next file while the current C-STORE is in flight, send each Pending response
-while the next sub-operation is on the wire, count every outcome, send the final response.
+while the next sub-operation is on the wire, count every outcome, send the final response, and
+only then close the last link (a peer slow to release must not delay the final response).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class StoreLink(Protocol):
         """Whether more C-STOREs can go this way."""
 
     def close(self) -> None:
-        """Done with this link."""
+        """Done with this link (what that takes, such as a release, may finish later)."""
 
 
 class ResponseSink(Protocol):
@@ -178,60 +179,81 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
     `open_link` gives the StoreLink of each planned association (or None and why);
     `is_cancelled` is asked before each sub-operation; `requester` names the caller in logs.
     """
-    cancelled = False
+    cancelled: bool | None = False
     due = DuePending(responder)
     prefetch = Prefetch(services.archive)
-    for plan in plans:
-        if cancelled:
-            break
-        link, reason = open_link(plan)
-        if link is None:
-            log.warning("%s: %d sub-operations failed: %s", requester, len(plan.instances),
-                        reason)
-            for record in plan.instances:
-                retrieval.record(record, Outcome.FAILED)
-            continue
-        try:
-            for position, record in enumerate(plan.instances):
-                if is_cancelled():
-                    log.info("%s: C-CANCEL after %d of %d sub-operations", requester,
-                             retrieval.total - retrieval.remaining, retrieval.total)
-                    cancelled = True
-                    break
-                if not responder.requester_present():
-                    log.warning("%s went away during the retrieve", requester)
-                    return
-                if not link.usable():
-                    log.warning("%s: association lost; %d sub-operations failed",
-                                link.description, len(plan.instances) - position)
-                    for rest in plan.instances[position:]:
-                        retrieval.record(rest, Outcome.FAILED)
-                    break
-                upcoming = plan.instances[position + 1:position + 2]
-
-                def while_waiting(upcoming: list[Any] = upcoming) -> None:
-                    due.flush()
-                    prefetch.load(upcoming[0] if upcoming else None)
-
-                done = retrieval.total - retrieval.remaining
-                try:
-                    _sub_operation(services, link, retrieval, record, priority, originator,
-                                   while_waiting, prefetch)
-                except Exception:  # noqa: BLE001 - one instance must not end the request
-                    log.exception("%s: sub-operation for %s failed", link.description,
-                                  record.sop_instance_uid)
-                    if retrieval.total - retrieval.remaining == done:
-                        retrieval.record(record, Outcome.FAILED)
-                due.flush()  # when the sub-operation failed before reaching the wire
-                if retrieval.remaining:
-                    due.counts = retrieval.counts()
-        finally:
+    link: StoreLink | None = None
+    try:
+        for plan in plans:
+            if cancelled:
+                break
+            if link is not None:
+                link.close()  # one association at a time
+                link = None
+            link, reason = open_link(plan)
+            if link is None:
+                log.warning("%s: %d sub-operations failed: %s", requester,
+                            len(plan.instances), reason)
+                for record in plan.instances:
+                    retrieval.record(record, Outcome.FAILED)
+                continue
+            try:
+                cancelled = _run_plan(services, responder, retrieval, plan, link, due,
+                                      prefetch, originator, priority, is_cancelled, requester)
+            finally:
+                due.flush()
+            if cancelled is None:
+                return  # the requester went away
+        if not responder.requester_present():
+            return
+        status = retrieval.final_status(cancelled)
+        responder.final(status, retrieval.counts(), retrieval.failed_uids)
+    finally:
+        # After the final response: the last association's release (which a slow peer may
+        # make last the whole ACSE timeout) must not delay it.
+        if link is not None:
             link.close()
+
+
+def _run_plan(services: Services, responder: ResponseSink, retrieval: Retrieval,
+              plan: AssociationPlan, link: StoreLink, due: DuePending, prefetch: Prefetch,
+              originator: Originator | None, priority: int, is_cancelled: Callable[[], bool],
+              requester: str) -> bool | None:
+    """The sub-operations of one planned association: True when cancelled, None when the
+    requester went away, False otherwise."""
+    for position, record in enumerate(plan.instances):
+        if is_cancelled():
+            log.info("%s: C-CANCEL after %d of %d sub-operations", requester,
+                     retrieval.total - retrieval.remaining, retrieval.total)
+            return True
+        if not responder.requester_present():
+            log.warning("%s went away during the retrieve", requester)
+            return None
+        if not link.usable():
+            log.warning("%s: association lost; %d sub-operations failed",
+                        link.description, len(plan.instances) - position)
+            for rest in plan.instances[position:]:
+                retrieval.record(rest, Outcome.FAILED)
+            return False
+        upcoming = plan.instances[position + 1:position + 2]
+
+        def while_waiting(upcoming: list[Any] = upcoming) -> None:
             due.flush()
-    if not responder.requester_present():
-        return
-    status = retrieval.final_status(cancelled)
-    responder.final(status, retrieval.counts(), retrieval.failed_uids)
+            prefetch.load(upcoming[0] if upcoming else None)
+
+        done = retrieval.total - retrieval.remaining
+        try:
+            _sub_operation(services, link, retrieval, record, priority, originator,
+                           while_waiting, prefetch)
+        except Exception:  # noqa: BLE001 - one instance must not end the request
+            log.exception("%s: sub-operation for %s failed", link.description,
+                          record.sop_instance_uid)
+            if retrieval.total - retrieval.remaining == done:
+                retrieval.record(record, Outcome.FAILED)
+        due.flush()  # when the sub-operation failed before reaching the wire
+        if retrieval.remaining:
+            due.counts = retrieval.counts()
+    return False
 
 
 def counts_fields(retrieval: Retrieval) -> dict[str, int]:

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, _config, build_role, evt
+from pynetdicom.pdu_primitives import A_RELEASE
 
 from pacs.archive.encoding import read_layout
 from pacs.dimse.server import RunningServer
@@ -178,8 +179,12 @@ class Receiver:
     status: int = 0x0000
     delay: float = 0.0
     abort_after: int | None = None
+    # While set to an unset Event, the A-RELEASE-RP waits for it: a destination slow to release.
+    release_gate: threading.Event | None = None
     received: list[Received] = field(default_factory=list)
     associations: int = 0
+    released: int = 0
+    connections_closed: int = 0
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -188,7 +193,9 @@ class Receiver:
         self.ae.maximum_associations = 10
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, list(self.transfer_syntaxes))
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ESTABLISHED, self._on_open)]
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_ESTABLISHED, self._on_open),
+                    (evt.EVT_ACSE_SENT, self._on_acse_sent), (evt.EVT_RELEASED, self._on_released),
+                    (evt.EVT_CONN_CLOSE, self._on_close)]
         self.server = self.ae.make_server(("127.0.0.1", 0), evt_handlers=handlers)
         # A short poll interval: shutdown() waits for the serving loop to notice.
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
@@ -199,6 +206,20 @@ class Receiver:
     def _on_open(self, event: Any) -> None:
         with self._lock:
             self.associations += 1
+
+    def _on_acse_sent(self, event: Any) -> None:
+        primitive = event.primitive
+        if (self.release_gate is not None and isinstance(primitive, A_RELEASE)
+                and primitive.result is not None):  # our A-RELEASE-RP, about to be sent
+            self.release_gate.wait(timeout=60)
+
+    def _on_released(self, event: Any) -> None:
+        with self._lock:
+            self.released += 1
+
+    def _on_close(self, event: Any) -> None:
+        with self._lock:
+            self.connections_closed += 1
 
     def _on_store(self, event: Any) -> int:
         if self.delay:
@@ -218,6 +239,8 @@ class Receiver:
 
     def stop(self) -> None:
         """Stop listening and drop open associations."""
+        if self.release_gate is not None:
+            self.release_gate.set()
         self.ae.shutdown()
 
 

@@ -3,6 +3,8 @@ Pending and final response, its counts and Failed SOP Instance UID List, on each
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -371,3 +373,65 @@ def test_move_unexpected_error_before_sub_operations_is_c000(
     [final] = move(server, STUDY_S1)
     assert final.status == 0xC000
     assert final.comment
+
+
+def _wait_for(condition: Callable[[], bool], within: float = 15) -> bool:
+    deadline = time.monotonic() + within
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+# PS3.4 C.4.2.3: the final response follows the last sub-operation's response, not the
+# destination association's release. The destination here holds its A-RELEASE-RP until told:
+# when the final response arrives, it has not been released (nor aborted after the ACSE
+# timeout, 20 s), and the requester's association already serves its next request.
+def test_move_final_response_does_not_wait_for_the_destination_release(
+    server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
+) -> None:
+    destination = receiver(release_gate=threading.Event())
+    server = _to(server_factory, destination.port, acse_timeout=20)
+    populate(server.services, tmp_path / "in")
+    seen_at_final: list[tuple[int, int]] = []
+
+    def next_request(association: Any) -> None:
+        seen_at_final.append((destination.connections_closed, destination.released))
+        assert int(association.send_c_echo().Status) == 0x0000
+        assert destination.connections_closed == 0
+
+    responses = move(server, STUDY_S1, then=next_request)
+    assert responses[-1].status == 0x0000 and responses[-1].completed == 5
+    assert seen_at_final == [(0, 0)]
+    assert destination.release_gate is not None
+    destination.release_gate.set()
+    assert _wait_for(lambda: destination.released == 1)  # then released, not aborted
+
+
+# A destination that never answers A-RELEASE-RQ is aborted after the ACSE timeout (1 s here),
+# in the background: the C-MOVE has long had its final response.
+def test_move_destination_never_answering_release_is_aborted_after_the_acse_timeout(
+    server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
+) -> None:
+    destination = receiver(release_gate=threading.Event())
+    server = _to(server_factory, destination.port, acse_timeout=1)
+    populate(server.services, tmp_path / "in")
+    assert move(server, STUDY_S1)[-1].status == 0x0000
+    assert _wait_for(lambda: destination.connections_closed == 1)
+    assert destination.released == 0
+
+
+# The network timeout (1 s here) is for a silent peer, not for a requester waiting while its
+# C-MOVE runs (one sub-operation of 1.5 s, no Pending response in between): its association
+# still serves the next request afterwards.
+def test_move_longer_than_the_network_timeout_leaves_the_association_usable(
+    server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
+) -> None:
+    destination = receiver(delay=1.5)
+    server = _to(server_factory, destination.port, network_timeout=1)
+    populate(server.services, tmp_path / "in")
+    echoes: list[int] = []
+    responses = move(server, identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2),
+                     then=lambda association: echoes.append(
+                         int(association.send_c_echo().get("Status", -1))))
+    assert [(r.status, r.completed) for r in responses] == [(0x0000, 1)]
+    assert echoes == [0x0000]

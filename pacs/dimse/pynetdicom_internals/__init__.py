@@ -1,0 +1,155 @@
+"""Every pynetdicom internal that minipacs replaces or tunes, named in this one package.
+
+Room: dimse/. Imports pynetdicom, its private names included (this package is where they may
+appear), the standard library and its own two modules: `connection` (transport, DUL, state
+machine, logging) and `messages` (DIMSE, reactor parking, servers). The rest of dimse/ calls
+the functions exported here instead of touching pynetdicom's private attributes. Written for,
+and checked at import against, one pynetdicom version (`PINNED_VERSION`, pinned in
+setup.cfg), before anything is subclassed; tests/test_pynetdicom_internals.py fails when a
+name used here moves.
+
+What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
+- Configuration: received data sets stream to files (`_config`), and no per-PDU logging.
+- Polls: pynetdicom's association reactor sleeps 1 ms per loop; `_ShortPolls` shortens it.
+- Transport: `AssociationSocket.recv` refuses absurd PDU lengths and waits for the rest of a
+  PDU no longer than the ARTIM timer (no association yet) or the network timeout (then an
+  A-ABORT); `send` waits no longer than the network timeout. Stock pynetdicom blocks forever.
+  What we send counts as network activity too (stock pynetdicom counts only what it receives,
+  so a handler slower than the network timeout got its association aborted once it answered).
+- DUL (`HardenedDUL`): when its thread ends, whoever waits for an ACSE primitive wakes at once
+  (a connection closed before its A-ASSOCIATE-RQ held its slot for the ACSE timeout); in
+  Sta13 what the peer still sends is discarded unparsed (after bytes that are not PDUs there
+  is no framing left: stock pynetdicom answered every 6 bytes with an A-ABORT and a log line,
+  and blocked on a partial "PDU"); one log line per broken connection, at its end.
+- State machine (`GuardedStateMachine`): an exception in an action ends the connection
+  instead of killing the DUL thread with a traceback and leaving the socket unread.
+- DIMSE (`HardenedDIMSE`): a command set pynetdicom cannot decode (no Command Field, no
+  Affected SOP Instance UID, ...), fragments out of order (PS3.8 E.2) or a message that is
+  neither a valid request nor a valid response end the association with an A-ABORT
+  (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
+  sent itself can be dropped (see dimse/retrieve.py).
+- Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- TLS (`DeferredHandshakeServer`): the handshake happens in the connection's own thread,
+  bounded by the ACSE timeout, not in the accepting thread, where one silent client stopped
+  every other TLS client from being accepted.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+from typing import Any
+
+import pynetdicom
+from pynetdicom import AE, _config
+from pynetdicom import association as _association_module
+from pynetdicom import fsm as _fsm_module
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+PINNED_VERSION = "3.0.4"
+
+# Every pynetdicom name this package hooks or reads, by owner; checked at import. Instance
+# attributes are looked for on a probe association, before any of it is replaced.
+REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
+    "association module": ("time", "DULServiceProvider", "DIMSEServiceProvider"),
+    "DULServiceProvider": ("run_reactor", "receive_pdu", "_is_transport_event", "_read_pdu_data",
+                           "_send", "network_timeout", "_run_loop_delay", "artim_timer",
+                           "state_machine", "socket", "to_user_queue", "to_provider_queue",
+                           "event_queue", "assoc", "_idle_timer"),
+    "StateMachine": ("do_action", "current_state", "dul"),
+    "DIMSEServiceProvider": ("receive_primitive", "send_msg", "get_msg", "message", "msg_queue",
+                             "dul"),
+    "DIMSEMessage": ("context_id", "_data_set_file"),
+    "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
+    "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc"),
+    "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request"),
+    "RequestHandler": ("handle", "ae"),
+    "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
+                    "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor"),
+    "ServiceUser": ("ae_title", "address_info"),
+    "AE": ("_servers",),
+    "Timer": ("remaining", "timeout"),
+}
+# The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
+REQUIRED_TRANSITIONS = {
+    ("Evt17", "Sta2"): "AA-5", ("Evt18", "Sta2"): "AA-2", ("Evt19", "Sta2"): "AA-1",
+    ("Evt17", "Sta6"): "AA-4", ("Evt19", "Sta6"): "AA-8",
+    ("Evt17", "Sta13"): "AR-5", ("Evt18", "Sta13"): "AA-2",
+}
+
+
+def _probes() -> dict[str, Any]:
+    """One object of each kind REQUIRED_NAMES speaks of (no thread started, no socket)."""
+    association = Association(AE(), "acceptor")
+    socket = AssociationSocket(association, client_socket=_socket.socket())
+    socket.socket.close()  # type: ignore[union-attr]
+    return {
+        "association module": _association_module, "DULServiceProvider": association.dul,
+        "StateMachine": association.dul.state_machine, "DIMSEServiceProvider": association.dimse,
+        "DIMSEMessage": DIMSEMessage(), "C_STORE": C_STORE(), "AssociationSocket": socket,
+        "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
+        "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
+        "ThreadedAssociationServer": ThreadedAssociationServer,
+    }
+
+
+def check_pynetdicom(version: str = pynetdicom.__version__,
+                     probes: dict[str, Any] | None = None) -> list[str]:
+    """What differs from the pynetdicom this package was written for (empty: nothing)."""
+    problems = [] if version == PINNED_VERSION else [
+        f"pynetdicom {version} is installed, minipacs is written for {PINNED_VERSION}"]
+    probes = _probes() if probes is None else probes
+    for owner, names in REQUIRED_NAMES.items():
+        problems += [f"{owner}.{name} is gone" for name in names
+                     if not hasattr(probes[owner], name)]
+    table = getattr(_fsm_module, "TRANSITION_TABLE", {})
+    problems += [f"PS3.8 transition {key} is no longer {action}"
+                 for key, action in REQUIRED_TRANSITIONS.items() if table.get(key) != action]
+    return problems
+
+
+if _problems := check_pynetdicom():
+    raise ImportError("pacs.dimse needs another pynetdicom: " + "; ".join(_problems))
+
+# Imported only once the check has passed: they subclass what it checked.
+from pacs.dimse.pynetdicom_internals.connection import (  # noqa: E402
+    PDU_LENGTH_LIMIT,
+    POLL_DELAY,
+    DeferredHandshakeServer,
+    awaiting_request,
+    close_transport,
+    describe,
+    install_connection_hooks,
+    raw_socket,
+    set_poll_delay,
+)
+from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
+    SharedContexts,
+    association_alive,
+    drop_response,
+    give_back_messages,
+    install_message_hooks,
+    next_message,
+    outgoing_pending,
+    park_reactor,
+    register_server,
+    take_message_entry,
+    unpark_reactor,
+)
+
+__all__ = [
+    "PDU_LENGTH_LIMIT", "PINNED_VERSION", "POLL_DELAY", "DeferredHandshakeServer",
+    "SharedContexts", "association_alive", "awaiting_request", "check_pynetdicom",
+    "close_transport", "describe", "drop_response", "next_message", "outgoing_pending",
+    "park_reactor", "raw_socket", "register_server", "set_poll_delay", "unpark_reactor",
+    "give_back_messages", "take_message_entry",
+]
+
+# Received data sets stream to a temp file instead of memory (handlers use dataset_path).
+_config.STORE_RECV_CHUNKED_DATASET = True
+# Log the association's identity, not every PDU.
+_config.LOG_HANDLER_LEVEL = "none"
+INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
+             *install_connection_hooks(), *install_message_hooks())

@@ -1,0 +1,92 @@
+"""DESIGN.md rule 9: the pynetdicom internals minipacs replaces or tunes are named in one place,
+dimse/pynetdicom_internals, checked at import against the pinned version; these tests fail
+when one of them moves, and when another module reaches for them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pynetdicom
+import pytest
+from pynetdicom import AE, fsm
+from pynetdicom import association as association_module
+from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket
+
+import pacs.dimse.pynetdicom_internals as internals
+from pacs.dimse.pynetdicom_internals import connection, messages
+
+REPO = Path(__file__).resolve().parent.parent
+INTERNALS = REPO / "pacs" / "dimse" / "pynetdicom_internals"
+
+
+def test_installed_pynetdicom_is_the_pinned_one() -> None:
+    assert pynetdicom.__version__ == internals.PINNED_VERSION
+    assert f"pynetdicom=={internals.PINNED_VERSION}" in (REPO / "setup.cfg").read_text()
+
+
+def test_every_hooked_name_is_where_the_hooks_expect_it() -> None:
+    assert internals.check_pynetdicom() == []
+
+
+def test_another_pynetdicom_version_is_reported() -> None:
+    assert internals.check_pynetdicom("3.1.0") == [
+        f"pynetdicom 3.1.0 is installed, minipacs is written for {internals.PINNED_VERSION}"]
+
+
+@pytest.mark.parametrize(("owner", "name"), [
+    (owner, name) for owner, names in internals.REQUIRED_NAMES.items() for name in names])
+def test_a_moved_name_is_reported(owner: str, name: str) -> None:
+    probes = internals._probes()
+    probes[owner] = _Without(probes[owner], name)
+    assert internals.check_pynetdicom(probes=probes) == [f"{owner}.{name} is gone"]
+
+
+def test_a_changed_ps38_transition_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(fsm.TRANSITION_TABLE, ("Evt19", "Sta2"), "AA-8")
+    assert internals.check_pynetdicom() == ["PS3.8 transition ('Evt19', 'Sta2') is no longer AA-1"]
+
+
+def test_every_association_gets_the_hardened_providers() -> None:
+    for mode in ("acceptor", "requestor"):
+        association = Association(AE(), mode)
+        assert isinstance(association.dul, connection.HardenedDUL)
+        assert isinstance(association.dul.state_machine, connection.GuardedStateMachine)
+        assert isinstance(association.dimse, messages.HardenedDIMSE)
+
+
+def test_transport_and_polls_are_replaced() -> None:
+    assert AssociationSocket.recv is connection._bounded_recv
+    assert AssociationSocket.send is connection._bounded_send
+    assert isinstance(association_module.time, connection._ShortPolls)
+    assert pynetdicom._config.STORE_RECV_CHUNKED_DATASET is True
+
+
+def test_no_other_module_reaches_for_pynetdicom_internals() -> None:
+    private = {name for names in internals.REQUIRED_NAMES.values() for name in names
+               if name.startswith("_")}
+    private |= {"msg_queue", "to_user_queue", "to_provider_queue", "event_queue",
+                "state_machine", "artim_timer", "_config"}
+    # `self._send` and the like are a class's own attributes, not pynetdicom's.
+    pattern = re.compile(r"(?<!\bself)\.(" + "|".join(sorted(private)) + r")\b"
+                         r"|\bimport _config\b|\b_config\.")
+    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+                 for path in sorted((REPO / "pacs").rglob("*.py"))
+                 if INTERNALS not in path.parents and "bench" not in path.parts
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if pattern.search(line)]
+    assert offenders == []
+
+
+class _Without:
+    """`original` with one attribute gone, as if pynetdicom had renamed it."""
+
+    def __init__(self, original: object, missing: str):
+        self._original = original
+        self._missing = missing
+
+    def __getattr__(self, name: str) -> object:
+        if name == self._missing:
+            raise AttributeError(name)
+        return getattr(self._original, name)
