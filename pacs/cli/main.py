@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", help="also listen with DICOM TLS on this port")
     serve.add_argument("--metrics-port", help="serve Prometheus metrics on this port")
     serve.add_argument("--workers", type=int, default=1,
-                       help="server processes sharing the port (SO_REUSEPORT); default 1")
+                       help="server processes; connections go to the least busy; default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # A worker's hand-over channels from its supervisor (cli/workers.py): KIND:FD:PORT,...
+    serve.add_argument("--handover", help=argparse.SUPPRESS)
     serve.set_defaults(handler=None)
 
     importer = commands.add_parser("import", help="store DICOM files from folders")
