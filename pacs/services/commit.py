@@ -116,7 +116,7 @@ class GroupCommit:
     def _index(self, batch: list[_Pending]) -> None:
         try:
             results = self.index.add_instances([p.entry for p in batch], self.replace)
-        except IndexUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed, one store may be the cause
             if len(batch) == 1:
                 raise
             # One bad entry must not fail the others: index each in its own transaction.
@@ -127,6 +127,10 @@ class GroupCommit:
                     pending.result = self.index.add_instance(pending.entry, self.replace)
                 except IndexUnavailable as single:
                     pending.error = single
+                except Exception as single:  # noqa: BLE001 - this store's failure alone
+                    log.exception("indexing %s failed",
+                                  pending.entry.instance.get("sop_instance_uid"))
+                    pending.error = IndexUnavailable(f"internal error while indexing: {single}")
             return
         for pending, result in zip(batch, results, strict=True):
             pending.result = result
