@@ -211,6 +211,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`",
         "",
     ]
+    if len(report.get("runs", ())) > 1:
+        lines += [f"{len(report['runs'])} runs, the peers in a rotated order each run; each figure "
+                  "below is its median run's.", ""]
     if not ran:
         return "\n".join([*lines, "No peer ran.", *_absent(peers)])
     lines += ["| | " + " | ".join(ran) + " |", "|---|" + "---:|" * len(ran)]
