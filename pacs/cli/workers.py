@@ -7,10 +7,14 @@ connection ends. The port hash of SO_REUSEPORT spread four connections 4/0 or 3/
 workers more often than 2/2; counting connections spreads them 2/2. The supervisor also
 restarts any worker that dies and stops them all on request; each worker is a plain
 `pacs serve` (dimse/handover.py takes the sockets) that opens its own index connection.
+Imports only the standard library and config: the supervisor stays small in memory (no
+pydicom, pynetdicom or peewee), and worker 0 starts alone first, so it creates the schema of a
+new index before the others open it.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import selectors
@@ -24,11 +28,69 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pacs.config import ConfigError, Settings
 
 log = logging.getLogger("pacs.workers")
 _RESTART_PAUSE = 1.0
 _BACKLOG = 512
 HANDED, ENDED = b"c", b"e"  # the messages of dimse/handover.py
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (logged), for the serving loops to stop on."""
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        logging.getLogger("pacs").info("received %s", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop_requested
+
+
+def run_workers(settings: Settings, arguments: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Supervise `--workers N` server processes on one port until SIGINT or SIGTERM."""
+    if arguments.workers < 1:
+        raise ConfigError(f"setting 'workers' (from --workers): {arguments.workers} must be ≥ 1")
+    stop_requested = stop_on_signals()
+    listeners = open_listeners(settings)
+    supervisor = Supervisor(argv, listeners, arguments.workers)
+    try:
+        failed = supervisor.start()
+        if failed:
+            return failed
+        log.info("%d workers listening on %s:%d", arguments.workers, supervisor.host,
+                 supervisor.port)
+        if arguments.ready_file:
+            tls = [lst.address[1] for lst in listeners[1:]]
+            arguments.ready_file.write_text(
+                f"{supervisor.host} {supervisor.port}" + "".join(f" {p}" for p in tls) + "\n")
+        supervisor.watch(stop_requested)
+    finally:
+        code = supervisor.stop()
+    logging.getLogger("pacs").info("stopped")
+    return code
+
+
+def open_listeners(settings: Settings) -> list[Listener]:
+    """The supervisor's sockets: the DICOM port first (unless TLS only), then the TLS port."""
+    wanted = [] if settings.tls_only and settings.tls_port is not None else [
+        ("dicom", settings.port, "port")]
+    if settings.tls_port is not None:
+        wanted.append(("tls", settings.tls_port, "tls.port"))
+    listeners: list[Listener] = []
+    for kind, port, name in wanted:
+        try:
+            listeners.append(open_listener(kind, settings.host, port))
+        except OSError as exc:
+            for opened in listeners:
+                opened.socket.close()
+            raise ConfigError(f"setting '{name}': cannot listen on {settings.host}:{port}: "
+                              f"{exc.strerror}") from None
+    return listeners
 
 
 @dataclass
@@ -141,20 +203,24 @@ class Supervisor:
         worker.close_channels()
         worker.connections = 0
 
-    def start(self, timeout: float = 60) -> None:
-        """Start every worker and wait until each serves."""
-        for worker in self.workers:
-            self._spawn(worker)
+    def start(self, timeout: float = 60) -> int:
+        """Start worker 0, then the others once it serves (it creates a new index's schema
+        alone), and wait until each serves. 0, or the exit code of a worker that failed."""
         deadline = time.monotonic() + timeout
-        for worker in self.workers:
-            ready = self.folder / f"ready-{worker.number}"
-            while not (ready.exists() and ready.read_text().strip()):
-                if worker.process is not None and worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.number} exited with "
-                                       f"{worker.process.returncode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {worker.number} did not start")
-                time.sleep(0.05)
+        for group in (self.workers[:1], self.workers[1:]):
+            for worker in group:
+                self._spawn(worker)
+            for worker in group:
+                ready = self.folder / f"ready-{worker.number}"
+                while not (ready.exists() and ready.read_text().strip()):
+                    if worker.process is not None and worker.process.poll() is not None:
+                        log.error("worker %d exited with %s while starting", worker.number,
+                                  worker.process.returncode)
+                        return abs(worker.process.returncode) or 1
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"worker {worker.number} did not start")
+                    time.sleep(0.05)
+        return 0
 
     # --- the loop ------------------------------------------------------------------------------
 

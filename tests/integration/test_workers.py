@@ -94,3 +94,22 @@ def test_tls_connections_are_handed_to_workers(
         assert result.returncode == 0, result.stdout + result.stderr
     assert run_tool("echoscu", ["-aec", "MINIPACS", "127.0.0.1",
                                 str(server.port)]).returncode == 0
+
+
+# Issue #12: a worker serves only what its supervisor hands over; when the supervisor is
+# killed, its workers stop too instead of lingering without connections.
+def test_workers_stop_when_the_supervisor_is_killed(
+    server_process: Callable[..., ServerProcess],
+) -> None:
+    server = server_process("--workers", "2")
+    workers = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+)\)",
+                                              server.log.read_text())]
+    watchers = [os.pidfd_open(pid) for pid in workers]
+    try:
+        server.kill()
+        for watcher in watchers:
+            readable, _, _ = select.select([watcher], [], [], 30)
+            assert readable, "a worker outlived its supervisor by 30 s"
+    finally:
+        for watcher in watchers:
+            os.close(watcher)
