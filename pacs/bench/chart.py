@@ -64,7 +64,7 @@ def draw(report: dict[str, Any], path: Path) -> str | None:
         return "no ratios against Orthanc or dcmqrscp to draw"
     columns = list(series)
     height = 0.8 / len(columns)
-    figure, axes = plt.subplots(figsize=(10, 0.22 * len(labels) * max(1, len(columns)) + 1.8))
+    figure, axes = plt.subplots(figsize=(10, 0.17 * len(labels) * max(1, len(columns)) + 1.8))
     for number, column in enumerate(columns):
         points = [(i, v) for i, v in enumerate(series[column]) if v is not None]
         if not points:
