@@ -25,14 +25,18 @@ def test_bench_small_run_completes_and_writes_json(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pacs.bench", "peers", "--instances", "20", "--small",
          "--peers", "minipacs,storescp", "--find-queries", "2", "--time-limit", "240",
+         "--runs", "2",
          "--json", str(output), "--workdir", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| C-STORE, 1 association (instances/s) |" in result.stdout
 
     report = json.loads(output.read_text())
-    assert {"meta", "peers", "baseline", "ratios", "limit_ratios"} <= report.keys()
+    assert {"meta", "peers", "baseline", "ratios", "limit_ratios", "target_ratios",
+            "runs"} <= report.keys()
+    assert len(report["runs"]) == 2
+    assert all(set(run["peers"]) == {"minipacs", "storescp"} for run in report["runs"])
     assert {"machine", "versions", "dataset", "options", "command"} <= report["meta"].keys()
     assert report["meta"]["dataset"]["instances"] == 20
     assert set(report["peers"]) == {"minipacs", "storescp"}
@@ -40,6 +44,7 @@ def test_bench_small_run_completes_and_writes_json(tmp_path: Path) -> None:
     minipacs = report["peers"]["minipacs"]
     assert "error" not in minipacs, minipacs.get("traceback")
     expected = {"store_1_rate", "store_1_mbps", "store_4_rate", "store_4_mbps",
+                "store_1_cpu_ms", "store_4_cpu_ms", "store_scaling",
                 "move_study_rate", "move_all_rate", "get_study_rate", "peak_rss_mb",
                 "disk_bytes_per_instance",
                 *(f"find_{style}_{shape}" for style in ("findscu", "assoc")
@@ -55,6 +60,9 @@ def test_bench_small_run_completes_and_writes_json(tmp_path: Path) -> None:
     assert minipacs["metrics"]["store_1_rate"]["ok"], minipacs["metrics"]["store_1_rate"]
     assert report["peers"]["storescp"]["metrics"]["store_1_rate"]["ok"]
     assert "minipacs" in report["limit_ratios"]
+    # The figure is the median run's, and says what each run measured.
+    assert len(minipacs["metrics"]["store_1_rate"]["detail"]["runs"]) == 2
+    assert report["peers"]["storescp"]["metrics"]["store_1_cpu_ms"]["ok"]
     assert "bench: JSON written" in result.stderr
     # Every process the benchmark started is gone: none mentions the work folder any more.
     assert not _processes_mentioning(str(tmp_path))

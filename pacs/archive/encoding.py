@@ -10,7 +10,8 @@ syntax says (PS3.5 A.4: encapsulated exactly under the encapsulated syntaxes), a
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -57,6 +58,19 @@ class FileLayout:
     media_sop_instance_uid: str
 
 
+Source = Path | BinaryIO  # a path, or an open binary file that the caller keeps open
+
+
+@contextmanager
+def _reading(source: Source) -> Iterator[BinaryIO]:
+    """`source` as an open binary file: opened (and closed) here when it is a path."""
+    if isinstance(source, Path | str):
+        with open(source, "rb") as handle:
+            yield handle
+    else:
+        yield source
+
+
 def has_part10_prefix(path: Path) -> bool:
     """Whether the file has a 128-byte preamble followed by 'DICM'."""
     with open(path, "rb") as handle:
@@ -64,9 +78,9 @@ def has_part10_prefix(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def read_layout(path: Path) -> FileLayout:
+def read_layout(source: Source) -> FileLayout:
     """Parse the File Meta Information group of a Part 10 file (PS3.10 7.1)."""
-    with open(path, "rb") as handle:
+    with _reading(source) as handle:
         handle.seek(0, 2)
         size = handle.tell()
         handle.seek(PREAMBLE_LENGTH)
@@ -101,7 +115,7 @@ def read_layout(path: Path) -> FileLayout:
     return FileLayout(syntax, offset, size, text(0x0002), text(0x0003))
 
 
-def check_structure(path: Path, layout: FileLayout) -> None:
+def check_structure(source: Source, layout: FileLayout) -> None:
     """Walk every element header of the data set and prove each value fits in the file.
 
     Values are skipped with seeks, so the cost does not grow with pixel data size. A deflated
@@ -109,14 +123,16 @@ def check_structure(path: Path, layout: FileLayout) -> None:
     """
     if layout.transfer_syntax == DEFLATED:
         try:
-            pixels = pydicom.dcmread(path, force=True).get_item(0x7FE00010)
+            with _reading(source) as handle:
+                handle.seek(0)
+                pixels = pydicom.dcmread(handle, force=True).get_item(0x7FE00010)
         except Exception as exc:  # pydicom raises many types for broken deflate streams
             raise MalformedDataset(f"deflated data set does not decode: {exc}") from None
         check_pixel_encoding(layout.transfer_syntax, _element_length(pixels))
         return
     explicit = layout.transfer_syntax != IMPLICIT_LITTLE
     little = layout.transfer_syntax != EXPLICIT_BIG
-    with open(path, "rb") as handle:
+    with _reading(source) as handle:
         handle.seek(layout.dataset_offset)
         if layout.dataset_offset >= layout.size:
             raise MalformedDataset("the data set is empty")
@@ -233,13 +249,16 @@ def _walk_items(
             handle.seek(length, 1)
 
 
-def read_header(path: Path, tags: Iterable[int]) -> Dataset:
+def read_header(source: Source, tags: Iterable[int]) -> Dataset:
     """Decode only `tags` (plus Specific Character Set) of the data set, never pixel data."""
     wanted = list(tags) + [0x00080005, 0x00080201]
     try:
-        dataset = pydicom.dcmread(
-            path, stop_before_pixels=True, defer_size=8192, specific_tags=wanted, force=True
-        )
+        with _reading(source) as handle:
+            handle.seek(0)
+            dataset = pydicom.dcmread(
+                handle, stop_before_pixels=True, defer_size=8192, specific_tags=wanted,
+                force=True,
+            )
     except (InvalidDicomError, EOFError, ValueError, struct.error, OSError) as exc:
         raise MalformedDataset(f"data set does not parse: {exc}") from None
     return dataset

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.uid import UID
 
@@ -44,6 +45,30 @@ class StoredFile:
     relative_path: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class Content:
+    """What one read of a file learned: its SHA-256 and size, its bytes already fsynced."""
+
+    sha256: str
+    size: int
+
+
+def sync_and_hash(handle: BinaryIO) -> Content:
+    """Hash an open file from its start in one sequential read, then fsync it.
+
+    Lets the caller that already opened a received file to check it do everything with that
+    one open: no second open and read-back just for the hash.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    handle.seek(0)
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    os.fsync(handle.fileno())
+    return Content(digest.hexdigest(), size)
 
 
 class Archive:
@@ -79,18 +104,28 @@ class Archive:
         os.close(handle)
         return Path(name)
 
-    def place(self, source: Path, relative_path: str) -> StoredFile:
+    def can_rename(self, handle: BinaryIO) -> bool:
+        """Whether this open file is on the archive's file system (placing it is a rename)."""
+        return os.fstat(handle.fileno()).st_dev == os.stat(self.temp_dir).st_dev
+
+    def place(self, source: Path, relative_path: str, *, content: Content | None = None,
+              sync_folder: bool = True) -> StoredFile:
         """Make `source` (a complete file) the archive file at `relative_path`, durably.
 
         `source` is moved when it is on the archive's file system, copied otherwise; either way
         the bytes are fsynced before the rename and the folder after it. An existing file at
-        that name is replaced atomically.
+        that name is replaced atomically. `content`, from `sync_and_hash` on this very file,
+        spares the read-back of a file that is renamed. Without `sync_folder` the caller must
+        `sync_folders` the placed paths (many at once) before relying on the new name.
         """
         target = self.absolute(relative_path)
         try:
             self._make_parents(target.parent)
             if os.stat(source).st_dev == os.stat(self.temp_dir).st_dev:
-                digest, size = self._sync_and_hash(source)
+                if content is None:
+                    digest, size = self._sync_and_hash(source)
+                else:
+                    digest, size = content.sha256, content.size
                 os.replace(source, target)
             else:
                 staged = self.new_temp_path()
@@ -100,10 +135,20 @@ class Archive:
                 except BaseException:
                     staged.unlink(missing_ok=True)
                     raise
-            _fsync_dir(target.parent)
+            if sync_folder:
+                _fsync_dir(target.parent)
         except OSError as exc:
             raise ArchiveError(f"cannot write {relative_path}: {exc.strerror or exc}") from exc
         return StoredFile(relative_path, size, digest)
+
+    def sync_folders(self, relative_paths: Iterable[str]) -> None:
+        """fsync, once each, the folders holding these archive files (renames made durable)."""
+        folders = {self.absolute(path).parent for path in relative_paths}
+        try:
+            for folder in sorted(folders):
+                _fsync_dir(folder)
+        except OSError as exc:
+            raise ArchiveError(f"cannot sync {folder}: {exc.strerror or exc}") from exc
 
     def _make_parents(self, folder: Path) -> None:
         missing = []

@@ -1,8 +1,10 @@
 """`scripts/bench peers` (the default): minipacs against dcmqrscp, Orthanc and the storescp
-receiving limit, on one data set with the same clients; Markdown to stdout, JSON to a file.
+receiving limit, on one data set with the same clients, `--runs` times; Markdown to stdout,
+JSON and a PNG chart of the ratios to files.
 
 Layer: tool (pacs.bench). Starts and stops every process itself (also on Ctrl-C or SIGTERM),
-loopback only, bounded by --time-limit.
+loopback only, bounded by --time-limit. Ratios are taken within each run and the report gives
+their median over the runs (pacs/bench/aggregate.py).
 """
 
 from __future__ import annotations
@@ -22,9 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from pacs.bench import report as reporting
+from pacs.bench.aggregate import median_metrics, median_ratios, rotated
+from pacs.bench.chart import draw as draw_chart
 from pacs.bench.dataset import generate
 from pacs.bench.measure import Context, Metric, measure_peer, metrics_as_json
-from pacs.bench.peers import DESTINATION_AE, Destination, Peer, StorescpPeer, make_peers
+from pacs.bench.peers import (
+    DESTINATION_AE,
+    Destination,
+    MinipacsPeer,
+    Peer,
+    StorescpPeer,
+    make_peers,
+)
 from pacs.bench.pgtemp import Databases, TemporaryCluster
 from pacs.bench.procs import ProcessRegistry
 
@@ -63,6 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also run minipacs under py-spy while it stores over one "
                              "association (an extra, untimed run) and summarise the stacks")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="measure every peer this many times (peers in a rotated order "
+                             "each run); ratios are taken within a run, the report gives "
+                             "the median per row (default 3)")
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated worker counts, one minipacs column each, e.g. "
+                             "1,2 (columns minipacs and minipacs-w2; default 1)")
+    parser.add_argument("--minipacs-from", action="append", default=[], metavar="LABEL=DIR",
+                        help="also measure minipacs from another checkout (e.g. `git archive` "
+                             "of an earlier commit) as column minipacs@LABEL; repeatable")
+    parser.add_argument("--chart", type=Path,
+                        help="PNG of the ratio table (default: next to the JSON; needs the "
+                             "`bench` extra, matplotlib)")
 
 
 def _on_sigterm(signum: int, _frame: Any) -> None:
@@ -84,6 +108,19 @@ def run(arguments: argparse.Namespace) -> int:
             print(f"bench: --database {database!r} is not sqlite, postgresql or a URL",
                   file=sys.stderr)
             return 2
+    try:
+        workers = [int(count) for count in arguments.workers.split(",") if count.strip()]
+        sources = [(label, Path(folder).resolve()) for label, folder in
+                   (item.split("=", 1) for item in arguments.minipacs_from)]
+    except ValueError:
+        print("bench: --workers takes counts like 1,2; --minipacs-from takes LABEL=DIR",
+              file=sys.stderr)
+        return 2
+    if arguments.runs < 1 or not workers or min(workers) < 1 or any(
+            not (folder / "pacs").is_dir() for _label, folder in sources):
+        print("bench: --runs and --workers must be ≥ 1; --minipacs-from needs a checkout "
+              "folder holding pacs/", file=sys.stderr)
+        return 2
     started = time.monotonic()
     load = os.getloadavg()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -100,7 +137,12 @@ def run(arguments: argparse.Namespace) -> int:
         if "postgresql" in databases:
             cluster = TemporaryCluster()
             databases = [cluster.url if d == "postgresql" else d for d in databases]
-        peers = make_peers(names, databases, tuple(shlex.split(arguments.minipacs_args)))
+        peers = make_peers(names, databases, tuple(shlex.split(arguments.minipacs_args)),
+                           workers, sources)
+        if cluster is not None:
+            for peer in peers:
+                if isinstance(peer, MinipacsPeer) and peer.database == cluster.url:
+                    peer.index_pid = cluster.postmaster_pid()
         _progress(f"data set: {arguments.instances} instances"
                   f"{' (small)' if arguments.small else ''} in {work}")
         variant = "small" if arguments.small else "ct"
@@ -118,24 +160,8 @@ def run(arguments: argparse.Namespace) -> int:
                       deadline=started + arguments.time_limit,
                       find_queries=arguments.find_queries, destination=destination,
                       destination_received=destination_received)
-        for peer in peers:
-            entry: dict[str, Any] = {"archive": peer.archive, "config": peer.config}
-            report["peers"][peer.name] = entry
-            absent = peer.available()
-            if absent:
-                entry["absent"] = absent
-                _progress(f"{peer.name}: absent ({absent})")
-                continue
-            entry["version"] = peer.version()
-            _progress(f"{peer.name}: measuring")
-            results: dict[str, Metric] = {}
-            try:
-                measure_peer(peer, ctx, results)
-            except Exception as exc:  # noqa: BLE001 - one peer's crash must not end the run
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-                entry["traceback"] = traceback.format_exc()[-4000:]
-                _progress(f"{peer.name}: error: {entry['error']}")
-            entry["metrics"] = metrics_as_json(results)
+        report["runs"] = [_run(peers, ctx, number, arguments.runs, report["peers"])
+                          for number in range(arguments.runs)]
         if arguments.profile:
             _profile(peers, ctx, json_path.parent, report)
     except KeyboardInterrupt:
@@ -151,11 +177,13 @@ def run(arguments: argparse.Namespace) -> int:
             cluster.stop()
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
-    report["baseline"] = reporting.choose_baseline(report["peers"], arguments.baseline)
-    report["ratios"] = reporting.ratios(report)
-    report["limit_ratios"] = reporting.limit_ratios(report)
+    _aggregate(report, arguments.baseline)
     report["meta"]["seconds"] = round(time.monotonic() - started, 1)
     text = reporting.markdown(report)
+    chart_path = arguments.chart or json_path.with_suffix(".png")
+    why_not = draw_chart(report, chart_path)
+    report["chart"] = str(chart_path) if why_not is None else None
+    text += f"\nChart: {chart_path}\n" if why_not is None else f"\nNo chart: {why_not}.\n"
     if "profile" in report:
         from pacs.bench.profile import profile_markdown
 
@@ -166,6 +194,60 @@ def run(arguments: argparse.Namespace) -> int:
     json_path.write_text(json.dumps(report, indent=2, default=str))
     _progress(f"JSON written to {json_path} ({report['meta']['seconds']} s in all)")
     return 0
+
+
+def _run(peers: list[Peer], ctx: Context, number: int, runs: int,
+         entries: dict[str, Any]) -> dict[str, Any]:
+    """One run: every available peer measured once, in this run's order."""
+    run: dict[str, Any] = {"peers": {}, "started": time.monotonic()}
+    by_name = {peer.name: peer for peer in peers}
+    order = rotated([peer.name for peer in peers], number)
+    run["order"] = order
+    for name in order:
+        peer = by_name[name]
+        entry = entries.setdefault(name, {"archive": peer.archive, "config": peer.config})
+        absent = peer.available()
+        if absent:
+            entry["absent"] = absent
+            if number == 0:
+                _progress(f"{name}: absent ({absent})")
+            continue
+        entry["version"] = peer.version()
+        _progress(f"run {number + 1}/{runs}: {name}: measuring")
+        results: dict[str, Metric] = {}
+        this: dict[str, Any] = {}
+        try:
+            measure_peer(peer, ctx, results)
+        except Exception as exc:  # noqa: BLE001 - one peer's crash must not end the run
+            this["error"] = f"{type(exc).__name__}: {exc}"
+            this["traceback"] = traceback.format_exc()[-4000:]
+            entry.setdefault("error", f"run {number + 1}: {this['error']}")
+            entry.setdefault("traceback", this["traceback"])
+            _progress(f"{name}: error: {this['error']}")
+        this["metrics"] = metrics_as_json(results)
+        run["peers"][name] = this
+    run["seconds"] = round(time.monotonic() - run.pop("started"), 1)
+    run["baseline"] = reporting.choose_baseline(run["peers"], None)
+    return run
+
+
+def _aggregate(report: dict[str, Any], baseline: str | None) -> None:
+    """Per-run ratios, then the median figure per peer and the median ratio per row."""
+    runs = report.get("runs", [])
+    for run in runs:
+        run["baseline"] = reporting.choose_baseline(run["peers"], baseline)
+        run["ratios"] = reporting.ratios(run)
+        run["limit_ratios"] = reporting.limit_ratios(run)
+        run["target_ratios"] = reporting.target_ratios(run)
+    for name, entry in report["peers"].items():
+        measured = [run["peers"][name]["metrics"] for run in runs if name in run["peers"]]
+        if measured:
+            entry["metrics"] = median_metrics(measured)
+    report["baseline"] = reporting.choose_baseline(report["peers"], baseline)
+    for key in ("ratios", "limit_ratios", "target_ratios"):
+        medians, ranges = median_ratios([run[key] for run in runs])
+        report[key] = medians
+        report[key.replace("ratios", "ranges")] = ranges
 
 
 def _profile(peers: list[Peer], ctx: Context, out: Path, report: dict[str, Any]) -> None:
@@ -197,7 +279,8 @@ def _meta(arguments: argparse.Namespace, manifest: Any, databases: list[str],
                     "peers": arguments.peers, "database": arguments.database,
                     "find_queries": arguments.find_queries,
                     "time_limit": arguments.time_limit,
-                    "minipacs_args": arguments.minipacs_args},
+                    "minipacs_args": arguments.minipacs_args, "runs": arguments.runs,
+                    "workers": arguments.workers, "minipacs_from": arguments.minipacs_from},
         "dataset": {"instances": manifest.instances, "rows": manifest.rows,
                     "columns": manifest.columns, "patients": manifest.patients,
                     "studies": len(manifest.studies), "total_bytes": manifest.total_bytes},

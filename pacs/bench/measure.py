@@ -6,7 +6,8 @@ findscu and on one pynetdicom association), C-MOVE (one study; every study) to a
 C-GET of one study, and over DICOMweb (pacs/bench/dicomweb.py) QIDO-RS and WADO-RS; then a
 second fresh server takes the data set over four parallel associations, and a third by
 STOW-RS. The receiving reference (storescp) only takes the two stores. Peak RSS is
-sampled throughout; dirty pages are flushed (sync) before each timed transfer.
+sampled throughout, the server's CPU time (user + system, its whole process tree) is taken
+around each store; dirty pages are flushed (sync) before each timed transfer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from pacs.bench import clients
 from pacs.bench.dataset import BASE_DATE, SURNAMES, Manifest
 from pacs.bench.peers import Destination, Peer, Running
-from pacs.bench.procs import ProcessRegistry, RssSampler
+from pacs.bench.procs import ProcessRegistry, RssSampler, tree_cpu_seconds
 
 MB = 1_000_000
 SINGLE_STUDY_REPEATS = 3
@@ -167,17 +168,25 @@ def measure_store(peer: Peer, ctx: Context, associations: int, folder: Path,
     if ctx.timeout(1) <= 0:
         results[f"{key}_rate"] = _skipped("instances/s")
         results[f"{key}_mbps"] = _skipped("MB/s")
+        results[f"{key}_cpu_ms"] = _skipped("ms")
         return None, None
     running = peer.start(folder, ctx.registry, ctx.destination)
     sampler = RssSampler(running.process.pid)
     manifest = ctx.manifest
     try:
         os.sync()  # earlier runs' dirty pages must not be written back during this one
+        cpu_pids = peer.cpu_pids(running)
+        cpu_before = tree_cpu_seconds(*cpu_pids)
         outcome = clients.store(("127.0.0.1", running.port), peer.ae_title, ctx.files,
                                 associations, ctx.bulk_timeout(manifest.instances))
+        cpu = tree_cpu_seconds(*cpu_pids) - cpu_before
         for name, metric in rate_metrics(outcome, manifest.instances,
                                          manifest.total_bytes).items():
             results[f"{key}_{name}"] = metric
+        error = results[f"{key}_rate"].error
+        results[f"{key}_cpu_ms"] = Metric(
+            None if error else cpu * 1000 / manifest.instances, "ms", error is None, error,
+            {"cpu_seconds": round(cpu, 3), "processes": cpu_pids})
         if associations == 1:
             per_instance = peer.disk_bytes(running) / max(1, manifest.instances)
             results["disk_bytes_per_instance"] = Metric(per_instance, "bytes")
@@ -285,6 +294,9 @@ def measure_peer(peer: Peer, ctx: Context, results: dict[str, Metric]) -> None:
     # must not spoil the query and retrieve figures.
     measure_store(peer, ctx, 4, folder / "run4", results)
     dicomweb.measure_stow(peer, ctx, folder / "stow", results)
+    one, four = results.get("store_1_rate"), results.get("store_4_rate")
+    if one and four and one.value and four.value:
+        results["store_scaling"] = Metric(four.value / one.value, "×")
 
 
 def metrics_as_json(results: dict[str, Metric]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,28 +103,41 @@ class Peer:
         """Bytes on disk of everything the server stored (files and index)."""
         return disk_usage(*[path for path in running.data_paths if path.exists()])
 
+    def cpu_pids(self, running: Running) -> list[int]:
+        """Roots of the process trees whose CPU time is the server's (itself, by default)."""
+        return [running.process.pid]
+
     def stop(self, running: Running, registry: ProcessRegistry) -> None:
         """Stop the server (SIGTERM its process group; SIGKILL if it lingers)."""
         registry.stop(running.process)
 
 
 class MinipacsPeer(Peer):
-    """`python -m pacs serve` on SQLite (default) or PostgreSQL."""
+    """`python -m pacs serve` on SQLite (default) or PostgreSQL; from this checkout, or from
+    `source` (another checkout's folder, e.g. an earlier commit to compare within one run)."""
 
     def __init__(self, name: str = "minipacs", database: str = "sqlite",
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), source: Path | None = None):
         super().__init__(name=name, ae_title="MINIPACS", dicomweb=True)
         self.database = database  # "sqlite", or a postgresql:// URL to make databases next to
         self.extra_args = extra_args
+        self.source = source
         self.databases = Databases(database) if database != "sqlite" else None
+        # The PostgreSQL server's postmaster, when it runs here: its CPU is the index's.
+        self.index_pid: int | None = None
+        args = " ".join(extra_args) or "defaults (max PDU 256 KiB, INFO log)"
         self.config = {"index": "SQLite" if self.databases is None else "PostgreSQL",
-                       "args": " ".join(extra_args) or "defaults (max PDU 256 KiB, INFO log)"}
+                       "args": args + (f"; code from {source}" if source else "")}
 
     def version(self) -> str:
         """minipacs's package version."""
         from pacs import __version__
 
-        return f"minipacs {__version__}"
+        return f"minipacs {__version__}" + (f" ({self.source})" if self.source else "")
+
+    def cpu_pids(self, running: Running) -> list[int]:
+        """The server, plus the PostgreSQL server it indexes into when that runs here."""
+        return [running.process.pid, *([self.index_pid] if self.index_pid else [])]
 
     def start(self, folder: Path, registry: ProcessRegistry,
               destination: Destination | None) -> Running:
@@ -147,6 +161,8 @@ class MinipacsPeer(Peer):
         command += list(self.extra_args)
         log = folder / "server.log"
         env = {key: value for key, value in dcmtk_env().items() if not key.startswith("PACS_")}
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)  # its `pacs` shadows the installed one
         process = registry.spawn(command, log, cwd=folder, env=env)
         port = _wait_ready_file(ready, process, log)
         wait_for_port(port, process, log=log)
@@ -313,8 +329,10 @@ class StorescpPeer(Peer):
 
 
 def make_peers(names: list[str], databases: list[str],
-               minipacs_args: tuple[str, ...] = ()) -> list[Peer]:
-    """Peer objects for the names asked for; minipacs once per database (sqlite, PostgreSQL)."""
+               minipacs_args: tuple[str, ...] = (), workers: Sequence[int] = (1,),
+               sources: Sequence[tuple[str, Path]] = ()) -> list[Peer]:
+    """Peer objects for the names asked for; minipacs once per database (sqlite, PostgreSQL)
+    and worker count, then once per other checkout in `sources` ((label, folder) pairs)."""
     peers: list[Peer] = []
     for name in names:
         if name == "minipacs":
@@ -322,7 +340,14 @@ def make_peers(names: list[str], databases: list[str],
                 label = "minipacs" if database == "sqlite" else "minipacs-pg"
                 if len([d for d in databases if d != "sqlite"]) > 1 and database != "sqlite":
                     label = f"minipacs-pg{databases.index(database)}"
-                peers.append(MinipacsPeer(label, database, minipacs_args))
+                for count in workers:
+                    extra = minipacs_args if count == 1 else (*minipacs_args, "--workers",
+                                                              str(count))
+                    peers.append(MinipacsPeer(label + (f"-w{count}" if count != 1 else ""),
+                                              database, extra))
+                for source_label, folder in sources:
+                    peers.append(MinipacsPeer(f"{label}@{source_label}", database,
+                                              minipacs_args, source=folder))
         elif name == "dcmqrscp":
             peers.append(DcmqrscpPeer())
         elif name == "orthanc":

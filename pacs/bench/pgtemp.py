@@ -132,6 +132,13 @@ class TemporaryCluster:
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed: {result.stdout}{result.stderr}")
 
+    def postmaster_pid(self) -> int | None:
+        """The server's main process (its backends are its children), or None."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
         """Stop the server and remove its folder."""
         try:

@@ -1,5 +1,6 @@
 """Processes for the benchmark: free ports, servers in their own process group, clients with
-timeouts, readiness by TCP connect, peak memory of a process tree, disk usage of folders.
+timeouts, readiness by TCP connect, peak memory and CPU time of a process tree, disk usage of
+folders.
 
 Layer: tool (pacs.bench); standard library only. Every process started here is in its own
 process group and is registered with a `ProcessRegistry`, which stops them all on exit,
@@ -238,6 +239,39 @@ class RssSampler:
         self._stop.set()
         self._thread.join(timeout=5)
         return self.peak
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime + cutime + cstime of one process (its reaped children included)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ": state is fields[0]
+    try:
+        return sum(int(value) for value in fields[11:15])
+    except (ValueError, IndexError):
+        return 0
+
+
+def tree_cpu_seconds(*pids: int) -> float:
+    """User + system CPU seconds used so far by the process trees rooted at `pids`.
+
+    Each process counts its own time plus that of the children it reaped, so the sum over a
+    tree stays right while forking servers' children come and go (a reaped child's time
+    moves into its parent's).
+    """
+    seen: set[int] = set()
+    ticks = 0
+    for root in pids:
+        for pid in tree_pids(root):
+            if pid not in seen:
+                seen.add(pid)
+                ticks += _cpu_ticks(pid)
+    return ticks / _TICKS
 
 
 def disk_usage(*paths: Path) -> int:

@@ -1,5 +1,6 @@
 """The benchmark's report: machine and versions, a Markdown table of absolute figures, ratios
-against a baseline peer and against the storescp receiving limit, failures, and the JSON.
+against the better of Orthanc and dcmqrscp (the targets), against a baseline peer and against
+the storescp receiving limit, failures, and the JSON.
 
 Layer: tool (pacs.bench); standard library only (plus package metadata for versions).
 """
@@ -24,14 +25,20 @@ FIND_SHAPES = ("study_by_patient_id", "study_by_name_prefix", "study_by_date_ran
 QIDO_SHAPES = FIND_SHAPES[:3]  # the study-level searches
 
 
+TARGET_PEERS = ("orthanc", "dcmqrscp")  # the C++ archives minipacs is measured against
+STORE_GOAL = 0.7  # the long-run goal for the store rate against storescp
+
+
 @dataclass(frozen=True)
 class Row:
-    """A line of the table: metric key, label, and whether more is better."""
+    """A line of the table: metric key, label, whether more is better, and which peers'
+    better figure the target ratio compares with (none: the row is not a ratio target)."""
 
     key: str
     label: str
     higher_is_better: bool = True
     latency: bool = False
+    target: tuple[str, ...] = TARGET_PEERS
 
 
 ROWS: tuple[Row, ...] = (
@@ -39,6 +46,9 @@ ROWS: tuple[Row, ...] = (
     Row("store_1_mbps", "C-STORE, 1 association (MB/s)"),
     Row("store_4_rate", "C-STORE, 4 associations (instances/s)"),
     Row("store_4_mbps", "C-STORE, 4 associations (MB/s)"),
+    Row("store_scaling", "C-STORE, 4 ÷ 1 associations (×)", target=()),
+    Row("store_1_cpu_ms", "server CPU per stored instance, 1 association (ms)", False),
+    Row("store_4_cpu_ms", "server CPU per stored instance, 4 associations (ms)", False),
     Row("move_study_rate", "C-MOVE one study → storescp (instances/s)"),
     Row("move_all_rate", "C-MOVE every study, 1 association (instances/s)"),
     Row("get_study_rate", "C-GET one study (instances/s)"),
@@ -51,7 +61,7 @@ ROWS: tuple[Row, ...] = (
     Row("wado_study_mbps", "WADO-RS one study, as stored (MB/s)"),
     *(Row(f"qido_{shape}", f"QIDO-RS {shape}, one connection (ms, median / p95)",
           False, True) for shape in QIDO_SHAPES),
-    Row("peak_rss_mb", "server peak RSS (MB)", False),
+    Row("peak_rss_mb", "server peak RSS (MB)", False, target=("orthanc",)),
     Row("disk_bytes_per_instance", "disk bytes per instance (files + index)", False),
 )
 
@@ -150,6 +160,28 @@ def ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return result
 
 
+def target_ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each other peer's figure / the better of the target peers' (Orthanc, dcmqrscp), per
+    row: throughput > 1 is faster, latency, RSS, CPU and disk < 1 is better."""
+    peers = report["peers"]
+    result: dict[str, dict[str, float]] = {}
+    for name, peer in peers.items():
+        if name in TARGET_PEERS or name == "storescp" or not peer.get("metrics"):
+            continue
+        values: dict[str, float] = {}
+        for row in ROWS:
+            theirs = [peers[t]["metrics"][row.key]["value"] for t in row.target
+                      if peers.get(t, {}).get("metrics", {}).get(row.key, {}).get("ok")]
+            mine = peer["metrics"].get(row.key)
+            if not theirs or not mine or not mine["ok"]:
+                continue
+            best = max(theirs) if row.higher_is_better else min(theirs)
+            if best:
+                values[row.key] = mine["value"] / best
+        result[name] = values
+    return result
+
+
 def limit_ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Each peer's store rate / storescp's (the receiving limit), over 1 and 4 associations."""
     limit = report["peers"].get("storescp", {}).get("metrics", {})
@@ -189,6 +221,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`",
         "",
     ]
+    if len(report.get("runs", ())) > 1:
+        lines += [f"{len(report['runs'])} runs, the peers in a rotated order each run; each figure "
+                  "below is its median run's.", ""]
     if not ran:
         return "\n".join([*lines, "No peer ran.", *_absent(peers)])
     lines += ["| | " + " | ".join(ran) + " |", "|---|" + "---:|" * len(ran)]
@@ -196,12 +231,13 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [_cell(peers[name]["metrics"].get(row.key), row) for name in ran]
         if any(cell != "–" for cell in cells):
             lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    lines += _target_table(report, ran)
     baseline = report.get("baseline")
     ratio = report.get("ratios", {})
     others = [name for name in ran if name != baseline]
     if baseline and others:
-        lines += ["", f"Ratios against **{baseline}** (throughput: > 1 is faster; latency, RSS, "
-                      "disk: < 1 is better; C-FIND by median):", "",
+        lines += ["", f"Ratios against **{baseline}**{_median_of(report)} (throughput: > 1 is "
+                      "faster; latency, RSS, CPU, disk: < 1 is better; C-FIND by median):", "",
                   "| | " + " | ".join(others) + " |", "|---|" + "---:|" * len(others)]
         for row in ROWS:
             cells = [f"{ratio[name][row.key]:.2f}×" if row.key in ratio.get(name, {}) else "–"
@@ -211,7 +247,8 @@ def markdown(report: dict[str, Any]) -> str:
     limits = report.get("limit_ratios", {})
     archives = [name for name in ran if name != "storescp" and limits.get(name)]
     if archives:
-        lines += ["", "Store rate against the **storescp** receiving limit:", "",
+        lines += ["", f"Store rate against the **storescp** receiving limit{_median_of(report)}"
+                      f" (goal for minipacs: ≥ {STORE_GOAL}):", "",
                   "| | " + " | ".join(archives) + " |", "|---|" + "---:|" * len(archives)]
         for key, label in (("store_1_rate", "C-STORE, 1 association"),
                            ("store_4_rate", "C-STORE, 4 associations")):
@@ -227,6 +264,46 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "Failures (a failed figure is not a measurement):", *failures]
     lines += _absent(peers)
     return "\n".join(lines) + "\n"
+
+
+def _median_of(report: dict[str, Any]) -> str:
+    runs = len(report.get("runs", ())) or 1
+    return f", median of {runs} runs" if runs > 1 else ""
+
+
+def _target_table(report: dict[str, Any], ran: list[str]) -> list[str]:
+    """Each minipacs column against the better of Orthanc and dcmqrscp, row by row, with the
+    range over runs; then the store rate against storescp."""
+    table = report.get("target_ratios", {})
+    ranges = report.get("target_ranges", {})
+    limits, limit_ranges = report.get("limit_ratios", {}), report.get("limit_ranges", {})
+    columns = [name for name in ran if table.get(name)]
+    if not columns:
+        return []
+
+    def cell(value: float | None, spread: list[float] | None) -> str:
+        if value is None:
+            return "–"
+        text = f"{value:.2f}×"
+        return text + (f" ({spread[0]:.2f}–{spread[1]:.2f})" if spread and
+                       spread[0] != spread[1] else "")
+
+    lines = ["", f"Against the better of Orthanc and dcmqrscp, row by row{_median_of(report)}"
+                 " (range over runs in brackets; target: throughput ≥ 1, latency, RSS against "
+                 "Orthanc's, CPU and disk ≤ 1):", "",
+             "| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row in ROWS:
+        cells = [cell(table[name].get(row.key), ranges.get(name, {}).get(row.key))
+                 for name in columns]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    for key, label in (("store_1_rate", "C-STORE, 1 association, against storescp"),
+                       ("store_4_rate", "C-STORE, 4 associations, against storescp")):
+        cells = [cell(limits.get(name, {}).get(key), limit_ranges.get(name, {}).get(key))
+                 for name in columns]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} (goal ≥ {STORE_GOAL}) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _absent(peers: dict[str, Any]) -> list[str]:

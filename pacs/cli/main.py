@@ -14,14 +14,17 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pydicom.config
+from typing import TYPE_CHECKING, Any
 
 from pacs import __version__
 from pacs.config import ConfigError, Settings, load_settings
 from pacs.index.records import IndexUnavailable
-from pacs.services.context import Services, open_services
+
+if TYPE_CHECKING:
+    from pacs.services.context import Services
+
+# pydicom, peewee and the services are imported where used: `serve --workers N`'s supervisor
+# needs none of them and stays small in memory (cli/workers.py).
 
 log = logging.getLogger("pacs")
 DEFAULT_CONFIG = Path("config/pacs.toml")
@@ -60,6 +63,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 def configure_pydicom() -> None:
     """Read what modalities send, as leniently as pydicom allows, without warnings."""
+    import pydicom.config
+
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
 
@@ -100,9 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DICOMweb port (default 8080; 0: off; auto: any free port)")
     serve.add_argument("--worklist-folder", help="serve the *.wl files of this folder too")
     serve.add_argument("--workers", type=int, default=1,
-                       help="server processes sharing the port (SO_REUSEPORT); default 1")
+                       help="server processes; connections go to the least busy; default 1")
     serve.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    # A worker's HTTP port is shared with the other workers (SO_REUSEPORT, cli/workers.py).
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # A worker's hand-over channels from its supervisor (cli/workers.py): KIND:FD:PORT,...
+    serve.add_argument("--handover", help=argparse.SUPPRESS)
     serve.set_defaults(handler=None)
 
     importer = commands.add_parser("import", help="store DICOM files from folders")
@@ -194,13 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(arguments)
         configure_logging(settings.log_level, settings.log_format)
-        configure_pydicom()
-        if arguments.command == "serve":
-            from pacs.cli.serve import run_serve, run_workers
+        if arguments.command == "serve" and arguments.workers != 1:
+            from pacs.cli.workers import run_workers
 
-            if arguments.workers != 1:
-                return run_workers(settings, arguments,
-                                   sys.argv[1:] if argv is None else argv)
+            return run_workers(settings, arguments, sys.argv[1:] if argv is None else argv)
+        configure_pydicom()
+        from pacs.services.context import open_services
+
+        if arguments.command == "serve":
+            from pacs.cli.serve import run_serve
+
             return run_serve(settings, arguments)
         if arguments.command == "db":
             return run_db(settings, arguments.action)

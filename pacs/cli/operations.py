@@ -12,17 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pacs.services.context import Services
-from pacs.services.operations import (
-    OperationError,
-    Problem,
-    delete,
-    recover_deletes,
-    select_for_delete,
-)
-from pacs.services.verify import reindex, verify
+if TYPE_CHECKING:  # imported where used: building the parser must stay light (cli/workers.py)
+    from pacs.services.context import Services
+    from pacs.services.operations import Problem
 
 
 def add_operation_commands(
@@ -94,6 +88,9 @@ def _print_problem(problem: Problem) -> None:
 
 def run_verify(services: Services, arguments: argparse.Namespace) -> int:
     """`pacs verify`: print each problem, then a summary; 0 only when nothing remains."""
+    from pacs.services.operations import OperationError
+    from pacs.services.verify import verify
+
     if arguments.forget_missing and not arguments.repair:
         print("pacs: error: --forget-missing needs --repair", file=sys.stderr)
         return 2
@@ -121,6 +118,9 @@ def run_verify(services: Services, arguments: argparse.Namespace) -> int:
 
 def run_reindex(services: Services, arguments: argparse.Namespace) -> int:
     """`pacs reindex`: rebuild the index from the files, with a progress bar on a terminal."""
+    from pacs.services.operations import OperationError
+    from pacs.services.verify import reindex
+
     archive = services.archive
     total = sum(1 for _ in archive.iter_files()) if sys.stderr.isatty() else 0
     try:
@@ -142,6 +142,13 @@ def run_reindex(services: Services, arguments: argparse.Namespace) -> int:
 
 def run_delete(services: Services, arguments: argparse.Namespace) -> int:
     """`pacs delete`: remove one patient, study, series or instance, files and rows."""
+    from pacs.services.operations import (
+        OperationError,
+        delete,
+        recover_deletes,
+        select_for_delete,
+    )
+
     level = next(name for name in ("patient", "study", "series", "instance")
                  if getattr(arguments, name) is not None)
     key = getattr(arguments, level)

@@ -1,4 +1,4 @@
-"""`pacs serve`: one server process, or a supervisor of `--workers N` of them.
+"""`pacs serve`: one server process (alone, or a worker of cli/workers.py's supervisor).
 
 Room: cli/. The composition root: the one module of ours that imports the protocol faces
 (dimse/server, web/server) to start them; no face imports cli/.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import socket
 import threading
-from collections.abc import Sequence
-from typing import Any
 
-from pacs.cli.workers import Supervisor
+from pacs.cli.workers import stop_on_signals
 from pacs.config import ConfigError, Settings
+from pacs.dimse.handover import Handover
 from pacs.dimse.server import serve_until, start_server
 from pacs.services.context import open_services
 from pacs.services.operations import recover_deletes
@@ -23,43 +22,17 @@ from pacs.web.server import RunningWeb, start_web
 log = logging.getLogger("pacs")
 
 
-def _stop_on_signals() -> threading.Event:
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    return stop_requested
-
-
-def run_workers(settings: Settings, arguments: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Supervise `--workers N` server processes on one port until SIGINT or SIGTERM."""
-    if arguments.workers < 1:
-        raise ConfigError(f"setting 'workers' (from --workers): {arguments.workers} must be ≥ 1")
-    open_services(settings).close()  # create the schema once, before workers race to
-    stop_requested = _stop_on_signals()
-    try:
-        supervisor = Supervisor(argv, settings.host, settings.port, arguments.workers,
-                                http=(settings.http_listen_host, settings.http_port))
-    except OSError as exc:
-        raise ConfigError(
-            f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-        ) from None
-    try:
-        supervisor.start()
-        log.info("%d workers listening on %s:%d", arguments.workers, supervisor.host,
-                 supervisor.port)
-        if arguments.ready_file:
-            http = f" http={supervisor.http_port}" if supervisor.http_port else ""
-            arguments.ready_file.write_text(f"{supervisor.host} {supervisor.port}{http}\n")
-        supervisor.watch(stop_requested)
-    finally:
-        code = supervisor.stop()
-    log.info("stopped")
-    return code
+def _handover(settings: Settings, value: str, stop_requested: threading.Event) -> Handover:
+    """The worker's side of `--handover dicom:FD:PORT[,tls:FD:PORT]` (from cli/workers.py)."""
+    handover = Handover((settings.host, settings.port), on_closed=stop_requested.set)
+    for part in value.split(","):
+        kind, descriptor, port = part.split(":")
+        channel = socket.socket(fileno=int(descriptor))
+        if kind == "tls":
+            handover.tls_channel, handover.tls_address = channel, (settings.host, int(port))
+        else:
+            handover.channel, handover.address = channel, (settings.host, int(port))
+    return handover
 
 
 def _ready_line(address: tuple[str, int], tls: tuple[str, int] | None,
@@ -75,10 +48,12 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
     # A delete a crash interrupted is finished (or undone) before anything else sees it.
     if recovered := recover_deletes(services.archive, services.index):
         log.warning("finished %d delete(s) interrupted by a crash", recovered)
-    stop_requested = _stop_on_signals()
+    stop_requested = stop_on_signals()
+    handover = (_handover(settings, arguments.handover, stop_requested)
+                if arguments.handover else None)
     try:
         running = start_server(services, receive_into_archive=True,
-                               reuse_port=arguments.reuse_port)
+                               reuse_port=arguments.reuse_port, handover=handover)
     except OSError as exc:
         raise ConfigError(
             f"setting 'port': cannot listen on {settings.host}:{settings.port}: {exc.strerror}"

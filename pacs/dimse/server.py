@@ -15,6 +15,7 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from pacs.dimse.contexts import SUPPORTED_CONTEXTS
 from pacs.dimse.destination import abort_releases
 from pacs.dimse.events import set_no_delay
 from pacs.dimse.find import handle_sop_extended
+from pacs.dimse.handover import Handover, listen_handed_over
 from pacs.dimse.mpps import handle_n_create, handle_n_set
 from pacs.dimse.pynetdicom_internals import (
     POLL_DELAY,
@@ -138,6 +140,21 @@ def listen(
     return server
 
 
+def _listen(ae: AE, address: tuple[str, int], handlers: list[Any],
+            ssl_context: ssl.SSLContext | None, reuse_port: bool,
+            channel: socket.socket | None, on_closed: Callable[[], None] | None,
+            ) -> ThreadedAssociationServer:
+    """`listen` on a port of our own, or take connections a supervisor hands over."""
+    if channel is None:
+        return listen(ae, address, handlers, ssl_context=ssl_context, reuse_port=reuse_port)
+
+    def share_contexts(server: ThreadedAssociationServer) -> None:
+        server.contexts = SharedContexts(server.contexts)
+
+    return listen_handed_over(ae, channel, address, handlers, ssl_context=ssl_context,
+                              on_closed=on_closed, prepare=share_contexts)
+
+
 @dataclass
 class RunningServer:
     """A listening server: its AE, socket servers (plain and/or TLS) and bound addresses."""
@@ -186,27 +203,32 @@ class RunningServer:
 
 
 def start_server(
-    services: Services, receive_into_archive: bool = False, reuse_port: bool = False
+    services: Services, receive_into_archive: bool = False, reuse_port: bool = False,
+    handover: Handover | None = None,
 ) -> RunningServer:
     """Start listening on the configured host and port, in background threads.
 
     `receive_into_archive` makes incoming data sets land in the archive's temp folder, so
     storing is a rename rather than a copy; it sets a process-wide default (the CLI's server).
-    `reuse_port` lets several worker processes listen on the same port.
+    `reuse_port` lets several worker processes listen on the same port; with `handover`, a
+    worker serves the connections its supervisor accepted instead of listening itself.
     """
     settings = services.settings
     if receive_into_archive:
         tempfile.tempdir = str(services.archive.temp_dir)
     ae = build_ae(services)
     handlers = event_handlers(services)
+    given = handover or Handover((settings.host, settings.port))
     tls_server = None
     if settings.tls_port is not None:
-        tls_server = listen(ae, (settings.host, settings.tls_port), handlers,
-                            ssl_context=tls_server_context(settings), reuse_port=reuse_port)
+        tls_server = _listen(ae, given.tls_address or (settings.host, settings.tls_port),
+                             handlers, tls_server_context(settings), reuse_port,
+                             given.tls_channel, given.on_closed)
     if settings.tls_only and tls_server is not None:
         server = tls_server
     else:
-        server = listen(ae, (settings.host, settings.port), handlers, reuse_port=reuse_port)
+        server = _listen(ae, given.address, handlers, None, reuse_port, given.channel,
+                         given.on_closed)
     running = RunningServer(ae, server, services, tls_server)
     if not settings.tls_only:
         host, port = running.address

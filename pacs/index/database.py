@@ -109,41 +109,54 @@ class Index(IndexReads):
         updates its row in place (outcome "replaced", with the old file path). Parent rows are
         created when missing; their attributes are those of the first instance seen.
         """
+        return self.add_instances([entry], replace)[0]
+
+    def add_instances(self, entries: Sequence[IndexEntry], replace: bool = False
+                      ) -> list[AddResult]:
+        """Index several instances (and their parents) in ONE transaction: one commit, one
+        fsync of the log, for stores that arrived together (group commit).
+
+        Each entry is handled as `add_instance` would, in order (a second entry with the same
+        SOP Instance UID is "kept"); when any fails, none is indexed.
+        """
         try:
             try:
-                return self._add_instance(entry, replace)
+                return self._add_instances(entries, replace)
             except peewee.IntegrityError:
                 # A series deleted between the check and the insert: forget ids, try once more.
                 self._series_ids.clear()
-                return self._add_instance(entry, replace)
+                return self._add_instances(entries, replace)
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index write failed: {exc}") from exc
 
-    def _add_instance(self, entry: IndexEntry, replace: bool) -> AddResult:
+    def _add_instances(self, entries: Sequence[IndexEntry], replace: bool) -> list[AddResult]:
         with self.write_transaction():
-            series_uid = entry.series["series_instance_uid"]
-            series_id = self._series_ids.get(series_uid)
-            if series_id is not None and not self._is_series(series_id, series_uid):
-                series_id = None  # deleted meanwhile, or its id reused (SQLite reuses rowids)
-            if series_id is None:
-                series_id = self._ensure_parents(entry)
-                if len(self._series_ids) > _REMEMBERED_SERIES:
-                    self._series_ids.clear()
-                self._series_ids[series_uid] = series_id
-            values = instance_values(entry, series_id)
-            uid = entry.instance["sop_instance_uid"]
-            existing = (
-                Instance.select(Instance.id, Instance.file_path)
-                .where(Instance.sop_instance_uid == uid)
-                .first()
-            )
-            if existing is not None:
-                if not replace:
-                    return AddResult("kept", existing.file_path)
-                Instance.update(values).where(Instance.id == existing.id).execute()
-                return AddResult("replaced", existing.file_path)
-            Instance.insert(values).on_conflict_ignore().execute()
-            return AddResult("inserted")
+            return [self._add_one(entry, replace) for entry in entries]
+
+    def _add_one(self, entry: IndexEntry, replace: bool) -> AddResult:
+        series_uid = entry.series["series_instance_uid"]
+        series_id = self._series_ids.get(series_uid)
+        if series_id is not None and not self._is_series(series_id, series_uid):
+            series_id = None  # deleted meanwhile, or its id reused (SQLite reuses rowids)
+        if series_id is None:
+            series_id = self._ensure_parents(entry)
+            if len(self._series_ids) > _REMEMBERED_SERIES:
+                self._series_ids.clear()
+            self._series_ids[series_uid] = series_id
+        values = instance_values(entry, series_id)
+        uid = entry.instance["sop_instance_uid"]
+        existing = (
+            Instance.select(Instance.id, Instance.file_path)
+            .where(Instance.sop_instance_uid == uid)
+            .first()
+        )
+        if existing is not None:
+            if not replace:
+                return AddResult("kept", existing.file_path)
+            Instance.update(values).where(Instance.id == existing.id).execute()
+            return AddResult("replaced", existing.file_path)
+        Instance.insert(values).on_conflict_ignore().execute()
+        return AddResult("inserted")
 
     def _is_series(self, series_id: int, series_uid: str) -> bool:
         # Plain SQL: this runs on every store, and compiling a peewee query costs more.

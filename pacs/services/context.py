@@ -5,6 +5,7 @@ Room: services/. Imports config, index/, archive/ and the other services; no pro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from pacs.archive.files import Archive
@@ -14,6 +15,8 @@ from pacs.services.access import AccessPolicy
 from pacs.services.commitment import CommitmentReporter
 from pacs.services.metrics import Metrics
 from pacs.services.store import Ingestor
+
+log = logging.getLogger("pacs.commit")
 
 
 @dataclass
@@ -34,6 +37,10 @@ class Services:
 
     def close(self) -> None:
         """Close the index (connections of this thread and any pool) and the metrics endpoint."""
+        stats = self.ingestor.committer.stats
+        if stats.commits:
+            log.info("group commit: %d stores in %d commits (at most %d in one)",
+                     stats.stores, stats.commits, stats.largest)
         self.metrics.stop()
         self.commitments.stop()
         self.index.close()

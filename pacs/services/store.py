@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataelem import DataElement
@@ -23,6 +24,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import ImplicitVRLittleEndian
 
 from pacs.archive.encoding import (
+    FileLayout,
     MalformedDataset,
     check_structure,
     has_part10_prefix,
@@ -30,7 +32,14 @@ from pacs.archive.encoding import (
     read_layout,
     uid_text,
 )
-from pacs.archive.files import Archive, ArchiveError, StoredFile, is_valid_uid
+from pacs.archive.files import (
+    Archive,
+    ArchiveError,
+    Content,
+    StoredFile,
+    is_valid_uid,
+    sync_and_hash,
+)
 from pacs.index.database import Index
 from pacs.index.records import IndexEntry, IndexUnavailable
 from pacs.model.dictionary import (
@@ -44,6 +53,7 @@ from pacs.model.dictionary import (
 )
 from pacs.model.status import DicomError, StoreStatus
 from pacs.model.values import fold_name, normalize_datetime, normalize_time
+from pacs.services.commit import GroupCommit
 
 log = logging.getLogger("pacs.ingest")
 
@@ -131,6 +141,18 @@ def _required_uid(dataset: Dataset, keyword: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A data set fit to store: its decoded header, its layout and its validated UIDs."""
+
+    dataset: Dataset
+    layout: FileLayout
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+
+
 class Ingestor:
     """Stores instances into the archive and the index, under a duplicate policy."""
 
@@ -138,6 +160,8 @@ class Ingestor:
         self.archive = archive
         self.index = index
         self.duplicates = duplicates
+        # Every store of this process commits through one group commit (all associations).
+        self.committer = GroupCommit(archive, index, replace=duplicates == "replace")
 
     def store(
         self,
@@ -152,15 +176,56 @@ class Ingestor:
 
         `expected_*` are the UIDs of the C-STORE command (or of a STOW-RS request's study),
         which the data set must carry.
+        Returns only once the file and its index row are durable (see services/commit.py).
         """
         try:
-            layout = read_layout(source)
-            check_structure(source, layout)
-            dataset = read_header(source, INDEX_TAGS)
-        except MalformedDataset as exc:
-            raise DicomError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from None
+            # One open serves the checks, the header, the hash and the fsync.
+            with open(source, "rb") as handle:
+                checked = self._check(handle, expected_sop_class_uid, expected_sop_instance_uid,
+                                      expected_study_instance_uid, source_ae)
+                if isinstance(checked, StoreResult):
+                    return checked
+                content = self._sync(handle) if self.archive.can_rename(handle) else None
         except OSError as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"cannot read data set: {exc}") from None
+        sop_instance = checked.sop_instance_uid
+        relative = self.archive.relative_path_for(
+            checked.study_instance_uid, checked.series_instance_uid, sop_instance)
+        try:
+            stored = self.archive.place(source, relative, content=content, sync_folder=False)
+        except ArchiveError as exc:
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES, str(exc)) from None
+
+        entry = index_entry(checked.dataset, checked.layout.transfer_syntax, stored, source_ae)
+        try:
+            added = self.committer.commit(entry)
+        except (IndexUnavailable, ArchiveError) as exc:
+            self._discard(stored.relative_path, sop_instance)
+            reason = "index unavailable" if isinstance(exc, IndexUnavailable) else "not durable"
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"{reason}: {exc}") from None
+
+        outcome = {"inserted": "stored", "kept": "duplicate", "replaced": "replaced"}[added.outcome]
+        previous = added.previous_file_path
+        if previous and previous != stored.relative_path:
+            # Kept: our copy lost a race and is not referenced. Replaced: the old file is not.
+            orphan = stored.relative_path if added.outcome == "kept" else previous
+            self.archive.remove(orphan)
+        return StoreResult(outcome, checked.sop_class_uid, sop_instance,
+                           checked.study_instance_uid, checked.series_instance_uid,
+                           stored.relative_path, stored.size)
+
+    def _check(self, handle: BinaryIO, expected_sop_class_uid: str | None,
+               expected_sop_instance_uid: str | None,
+               expected_study_instance_uid: str | None, source_ae: str,
+               ) -> _Checked | StoreResult:
+        """The header and layout of a data set fit to store, or the result for a kept
+        duplicate; raises DicomError for a data set that must be refused."""
+        try:
+            layout = read_layout(handle)
+            check_structure(handle, layout)
+            dataset = read_header(handle, INDEX_TAGS)
+        except MalformedDataset as exc:
+            raise DicomError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from None
 
         sop_class = uid_text(dataset.get("SOPClassUID", ""))
         sop_instance = uid_text(dataset.get("SOPInstanceUID", ""))
@@ -195,28 +260,15 @@ class Ingestor:
                 raise DicomError(
                     StoreStatus.DUPLICATE_SOP_INSTANCE, "SOP Instance UID is already stored"
                 )
+        return _Checked(dataset, layout, sop_class, sop_instance, study_uid, series_uid)
 
-        relative = self.archive.relative_path_for(study_uid, series_uid, sop_instance)
+    @staticmethod
+    def _sync(handle: BinaryIO) -> Content:
         try:
-            stored = self.archive.place(source, relative)
-        except ArchiveError as exc:
-            raise DicomError(StoreStatus.OUT_OF_RESOURCES, str(exc)) from None
-
-        entry = index_entry(dataset, layout.transfer_syntax, stored, source_ae)
-        try:
-            added = self.index.add_instance(entry, replace=self.duplicates == "replace")
-        except IndexUnavailable as exc:
-            self._discard(stored.relative_path, sop_instance)
-            raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"index unavailable: {exc}") from None
-
-        outcome = {"inserted": "stored", "kept": "duplicate", "replaced": "replaced"}[added.outcome]
-        previous = added.previous_file_path
-        if previous and previous != stored.relative_path:
-            # Kept: our copy lost a race and is not referenced. Replaced: the old file is not.
-            orphan = stored.relative_path if added.outcome == "kept" else previous
-            self.archive.remove(orphan)
-        return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid,
-                           stored.relative_path, stored.size)
+            return sync_and_hash(handle)
+        except OSError as exc:
+            raise DicomError(StoreStatus.OUT_OF_RESOURCES,
+                             f"cannot write data set: {exc.strerror or exc}") from None
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
         try:

@@ -79,7 +79,7 @@ def test_fifty_concurrent_associations_store_every_instance_once(
     assert len(list(server.services.archive.iter_files())) == 1000
 
 
-# Issue #5: the same load spread over two worker processes on one port (SO_REUSEPORT).
+# Issue #5: the same load spread over two worker processes on one port.
 def test_fifty_concurrent_associations_with_two_workers(
     server_process: Callable[..., ServerProcess], tmp_path: Path, database_url: str
 ) -> None:
