@@ -25,6 +25,8 @@ from typing import Any
 from pynetdicom import AE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from pacs.dimse.pynetdicom_internals import register_server
+
 log = logging.getLogger("pacs.server")
 
 HANDED = b"c"
@@ -147,5 +149,5 @@ def listen_handed_over(
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name=f"handover-{address[1]}", daemon=True)
     thread.start()
-    ae._servers.append(server)  # ae.shutdown() stops every server in this list
+    register_server(ae, server)
     return server
