@@ -1,31 +1,25 @@
 """C-FIND over DIMSE (PS3.4 C.4.1) and the C-FIND SOP Class Extended Negotiation (C.5.1.1).
 
-Room: dimse/. Imports services/ (the find use case), model/ (models, statuses) and
-dimse/events. Event in -> permission -> services.find -> one Pending response per match,
-checking for C-CANCEL between them; a `DicomError` becomes its status, anything else 0xC000.
+Room: dimse/. Imports services/ (the find use case), model/ (models, statuses), dimse/events
+and dimse/searches. Event in -> permission -> services.find -> dimse/searches streams one
+Pending response per match, checking for C-CANCEL between them; a `DicomError` becomes its
+status, anything else 0xC000.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from pacs.dimse.events import (
-    error_dataset,
-    peer,
-    record_operation,
-    require_permission,
-    status_dataset,
-    wait_until_sent,
-)
+from pacs.dimse.events import require_permission
+from pacs.dimse.searches import stream_search
 from pacs.model.levels import FIND_SOP_CLASSES, model_for_sop_class
 from pacs.model.status import DicomError, FindStatus
 from pacs.services.context import Services
-from pacs.services.find import FindFeatures, start_search
+from pacs.services.find import FindFeatures, Search, start_search
 
 log = logging.getLogger("pacs.find")
 
@@ -75,27 +69,10 @@ def negotiated(event: Any, sop_class: str) -> FindFeatures:
 
 
 def handle_find(event: Any, services: Services) -> Iterator[tuple[Any, Dataset | None]]:
-    """EVT_C_FIND: yield (status, identifier) per match, then end (pynetdicom sends Success)."""
-    started = time.monotonic()
-    fields: dict[str, Any] = {"matches": 0}
-    final: int = FindStatus.SUCCESS
-    try:
-        for status, identifier in _find(event, services, fields):
-            if identifier is None:
-                final = int(status.Status) if isinstance(status, Dataset) else int(status)
-                if isinstance(status, Dataset) and "ErrorComment" in status:
-                    fields["error"] = str(status.ErrorComment)
-            yield status, identifier
-    finally:
-        # One record per C-FIND, after the cursor is closed (it also returns a pooled
-        # PostgreSQL connection).
-        record_operation(event, services, "C-FIND", final, started, **fields)
-
-
-def _find(event: Any, services: Services,
-          fields: dict[str, Any]) -> Iterator[tuple[Any, Dataset | None]]:
+    """EVT_C_FIND on a Query/Retrieve model: (status, identifier) per match, then the end."""
     sop_class = str(event.context.abstract_syntax)
-    try:
+
+    def open_search(fields: dict[str, Any]) -> Search:
         require_permission(event, services, "find", FindStatus.NOT_AUTHORIZED)
         model = model_for_sop_class(sop_class)
         if model is None or sop_class not in FIND_SOP_CLASSES:
@@ -109,20 +86,7 @@ def _find(event: Any, services: Services,
         fields.update(model=model.name, level=search.level)
         if search.lenient_keys:
             fields["lenient"] = ",".join(search.lenient_keys)
+        return search
 
-        def is_cancelled() -> bool:
-            wait_until_sent(event)
-            return bool(event.is_cancelled)
-
-        for response in search.responses(is_cancelled):
-            yield search.pending_status, response
-            fields["matches"] += 1
-        if search.cancelled:
-            log.info("C-FIND from %s cancelled after %d matches", peer(event), fields["matches"])
-            yield status_dataset(FindStatus.CANCEL), None
-    except DicomError as error:
-        log.warning("C-FIND from %s refused: %s", peer(event), error)
-        yield error_dataset(error), None
-    except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC311
-        log.exception("C-FIND from %s failed", peer(event))
-        yield status_dataset(FindStatus.UNABLE_TO_PROCESS, "internal error while matching"), None
+    yield from stream_search(event, services, FindStatus, open_search, log, "C-FIND",
+                             "matches", log_refusals=True)

@@ -1,0 +1,96 @@
+"""Streaming the answer of one C-FIND, whatever information model it searches: Pending
+responses from a search's cursor, C-CANCEL checked between them, the final status, and one
+operation record after the cursor is closed.
+
+Room: dimse/. Imports dimse/events and model/status; the Query/Retrieve handler (dimse/find)
+and the worklist handler (dimse/worklist) open their searches and hand them here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from enum import IntEnum
+from typing import Any, Protocol
+
+from pydicom.dataset import Dataset
+
+from pacs.dimse.events import (
+    error_dataset,
+    peer,
+    record_operation,
+    status_dataset,
+    wait_until_sent,
+)
+from pacs.model.status import DicomError
+
+
+class StreamedSearch(Protocol):
+    """What services/find and services/worklist hand back: responses from a cursor."""
+
+    cancelled: bool
+
+    @property
+    def pending_status(self) -> int:
+        """0xFF00, or 0xFF01 when some requested keys are not supported."""
+
+    def responses(self, is_cancelled: Callable[[], bool]) -> Iterator[Dataset]:
+        """One identifier per match; stops early when `is_cancelled` says so."""
+
+
+def stream_search(event: Any, services: Any, statuses: type[IntEnum],
+                  open_search: Callable[[dict[str, Any]], StreamedSearch],
+                  log: logging.Logger, what: str, unit: str,
+                  log_refusals: bool, record_fields: dict[str, Any] | None = None,
+                  ) -> Iterator[tuple[Any, Dataset | None]]:
+    """EVT_C_FIND's generator: (status, identifier) per match, then the final status.
+
+    `open_search` checks permission, decodes the identifier and starts the search (raising
+    DicomError to refuse); it may add fields to the operation record. `statuses` is the
+    service's status table (SUCCESS, CANCEL and UNABLE_TO_PROCESS are read from it);
+    `record_fields` lead the operation record.
+    """
+    started = time.monotonic()
+    fields: dict[str, Any] = {**(record_fields or {}), "matches": 0}
+    final = int(statuses["SUCCESS"])
+    try:
+        for status, identifier in _responses(event, statuses, open_search, fields, log, what,
+                                             unit, log_refusals):
+            if identifier is None:
+                final = int(status.Status) if isinstance(status, Dataset) else int(status)
+                if isinstance(status, Dataset) and "ErrorComment" in status:
+                    fields["error"] = str(status.ErrorComment)
+            yield status, identifier
+    finally:
+        # One record per C-FIND, after the cursor is closed (it also returns a pooled
+        # PostgreSQL connection).
+        record_operation(event, services, "C-FIND", final, started, **fields)
+
+
+def _responses(event: Any, statuses: type[IntEnum],
+               open_search: Callable[[dict[str, Any]], StreamedSearch], fields: dict[str, Any],
+               log: logging.Logger, what: str, unit: str,
+               log_refusals: bool) -> Iterator[tuple[Any, Dataset | None]]:
+    try:
+        search = open_search(fields)
+
+        def is_cancelled() -> bool:
+            wait_until_sent(event)
+            return bool(event.is_cancelled)
+
+        for response in search.responses(is_cancelled):
+            yield search.pending_status, response
+            fields["matches"] += 1
+        if search.cancelled:
+            log.info("%s from %s cancelled after %d %s", what, peer(event), fields["matches"],
+                     unit)
+            yield status_dataset(statuses["CANCEL"]), None
+    except DicomError as error:
+        if log_refusals:
+            log.warning("%s from %s refused: %s", what, peer(event), error)
+        yield error_dataset(error), None
+    except Exception:  # the one broad catch: nothing may escape to pynetdicom's 0xC311
+        log.exception("%s from %s failed", what, peer(event))
+        yield status_dataset(statuses["UNABLE_TO_PROCESS"],
+                             "internal error while matching"), None
