@@ -10,12 +10,11 @@ from pathlib import Path
 import pynetdicom
 import pytest
 from pynetdicom import AE, fsm
-from pynetdicom import association as association_module
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
-from pacs.dimse.pynetdicom_internals import connection, messages
+from pacs.dimse.pynetdicom_internals import connection, messages, reactors
 
 REPO = Path(__file__).resolve().parent.parent
 INTERNALS = REPO / "pacs" / "dimse" / "pynetdicom_internals"
@@ -56,10 +55,11 @@ def test_every_association_gets_the_hardened_providers() -> None:
         assert isinstance(association.dimse, messages.HardenedDIMSE)
 
 
-def test_transport_and_polls_are_replaced() -> None:
+def test_transport_and_polling_loops_are_replaced() -> None:
     assert AssociationSocket.recv is connection._bounded_recv
     assert AssociationSocket.send is connection._bounded_send
-    assert isinstance(association_module.time, connection._ShortPolls)
+    assert Association._run_reactor is reactors.run_association_reactor
+    assert issubclass(connection.HardenedDUL, reactors.EventDrivenDUL)
     assert pynetdicom._config.STORE_RECV_CHUNKED_DATASET is True
 
 

@@ -44,7 +44,6 @@ from pacs.dimse.pynetdicom_internals import (
     next_message,
     park_reactor,
     raw_socket,
-    set_poll_delay,
     unpark_reactor,
 )
 from pacs.dimse.tls import tls_client_context
@@ -52,11 +51,6 @@ from pacs.services.retrieve import AcceptedContext, ContextProposal, Endpoint
 from pacs.services.suboperations import Originator, StoreResult
 
 log = logging.getLogger("pacs.retrieve")
-
-# pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, once for the request
-# and once for the response of every C-STORE; while sub-operations run it may poll faster.
-_FAST_LOOP_DELAY = 0.0001
-
 
 class AssociationLink:
     """An established association on which we send C-STORE requests and await each answer."""
@@ -210,7 +204,6 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
                                            else "cannot connect"))
             continue
         set_no_delay(raw_socket(assoc))
-        set_poll_delay(assoc, _FAST_LOOP_DELAY)
         link = DestinationLink(assoc, settings.dimse_timeout, f"C-MOVE to {where}")
         if not park_reactor(assoc):
             link.abort()
@@ -223,13 +216,8 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
 class RequesterLink(AssociationLink):
     """The C-GET requester's own association: we run inside its reactor thread."""
 
-    def __init__(self, assoc: Any, timeout: float, description: str):
-        super().__init__(assoc, timeout, description)
-        self._loop_delay = set_poll_delay(assoc, _FAST_LOOP_DELAY)
-
     def close(self) -> None:
-        """Back to the DUL's idle polling."""
-        set_poll_delay(self.assoc, self._loop_delay)
+        """Nothing to release: the association is the requester's."""
 
     def _lost(self, reason: str) -> None:
         # Aborting the requester's association from its own handler must not block.

@@ -30,7 +30,6 @@ from pacs.dimse.find import handle_sop_extended
 from pacs.dimse.handover import Handover, listen_handed_over
 from pacs.dimse.mpps import handle_n_create, handle_n_set
 from pacs.dimse.pynetdicom_internals import (
-    POLL_DELAY,
     DeferredHandshakeServer,
     SharedContexts,
     awaiting_request,
@@ -38,7 +37,6 @@ from pacs.dimse.pynetdicom_internals import (
     describe,
     raw_socket,
     register_server,
-    set_poll_delay,
 )
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.store import handle_echo, handle_store
@@ -50,7 +48,6 @@ log = logging.getLogger("pacs.server")
 
 def _on_connection_open(event: Any) -> None:
     set_no_delay(raw_socket(event.assoc))
-    set_poll_delay(event.assoc, POLL_DELAY)
 
 
 def _on_association_end(event: Any, services: Services) -> None:

@@ -2,7 +2,8 @@
 
 Room: dimse/. Imports pynetdicom, its private names included (this package is where they may
 appear), the standard library and its own two modules: `connection` (transport, DUL, state
-machine, logging) and `messages` (DIMSE, reactor parking, servers). The rest of dimse/ calls
+machine, logging), `messages` (DIMSE, reactor parking, servers) and `reactors` (the
+event-driven DUL loop and association reactor). The rest of dimse/ calls
 the functions exported here instead of touching pynetdicom's private attributes. Written for,
 and checked at import against, one pynetdicom version (`PINNED_VERSION`, pinned in
 setup.cfg), before anything is subclassed; tests/test_pynetdicom_internals.py fails when a
@@ -10,7 +11,9 @@ name used here moves.
 
 What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Configuration: received data sets stream to files (`_config`), and no per-PDU logging.
-- Polls: pynetdicom's association reactor sleeps 1 ms per loop; `_ShortPolls` shortens it.
+- Threads (`reactors`): pynetdicom's DUL and association reactor poll, sleeping 1 ms per
+  loop; here the DUL blocks in select() on its socket and a wake-up fd, the reactor on a
+  doorbell its queues ring. No sleep loops: an idle association costs nothing.
 - Transport: `AssociationSocket.recv` refuses absurd PDU lengths and waits for the rest of a
   PDU no longer than the ARTIM timer (no association yet) or the network timeout (then an
   A-ABORT); `send` waits no longer than the network timeout. Stock pynetdicom blocks forever.
@@ -53,24 +56,28 @@ PINNED_VERSION = "3.0.4"
 # Every pynetdicom name this package hooks or reads, by owner; checked at import. Instance
 # attributes are looked for on a probe association, before any of it is replaced.
 REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
-    "association module": ("time", "DULServiceProvider", "DIMSEServiceProvider"),
+    "association module": ("DULServiceProvider", "DIMSEServiceProvider"),
     "DULServiceProvider": ("run_reactor", "receive_pdu", "_is_transport_event", "_read_pdu_data",
-                           "_send", "network_timeout", "_run_loop_delay", "artim_timer",
+                           "_send", "network_timeout", "artim_timer", "_process_recv_primitive",
                            "state_machine", "socket", "to_user_queue", "to_provider_queue",
-                           "event_queue", "assoc", "_idle_timer"),
+                           "event_queue", "assoc", "_idle_timer", "_kill_thread", "kill_dul",
+                           "stop_dul", "idle_timer_expired"),
     "StateMachine": ("do_action", "current_state", "dul"),
     "DIMSEServiceProvider": ("receive_primitive", "send_msg", "get_msg", "message", "msg_queue",
                              "dul"),
     "DIMSEMessage": ("context_id", "_data_set_file"),
     "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
-    "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc"),
+    "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc", "_is_connected"),
     "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request"),
     "RequestHandler": ("handle", "ae"),
     "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
-                    "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor"),
-    "ServiceUser": ("ae_title", "address_info"),
+                    "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor", "_run_reactor",
+                    "_kill", "_dul_ready", "_serve_request", "network_timeout_response",
+                    "is_established", "is_released", "is_aborted"),
+    "ACSE": ("is_release_requested", "is_aborted", "send_release"),
+    "ServiceUser": ("ae_title", "address_info", "primitive"),
     "AE": ("_servers",),
-    "Timer": ("remaining", "timeout"),
+    "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
@@ -90,6 +97,7 @@ def _probes() -> dict[str, Any]:
         "StateMachine": association.dul.state_machine, "DIMSEServiceProvider": association.dimse,
         "DIMSEMessage": DIMSEMessage(), "C_STORE": C_STORE(), "AssociationSocket": socket,
         "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
+        "ACSE": association.acse,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer,
     }
@@ -116,14 +124,12 @@ if _problems := check_pynetdicom():
 # Imported only once the check has passed: they subclass what it checked.
 from pacs.dimse.pynetdicom_internals.connection import (  # noqa: E402
     PDU_LENGTH_LIMIT,
-    POLL_DELAY,
     DeferredHandshakeServer,
     awaiting_request,
     close_transport,
     describe,
     install_connection_hooks,
     raw_socket,
-    set_poll_delay,
 )
 from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     SharedContexts,
@@ -138,12 +144,13 @@ from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     take_message_entry,
     unpark_reactor,
 )
+from pacs.dimse.pynetdicom_internals.reactors import install_reactor_hooks  # noqa: E402
 
 __all__ = [
-    "PDU_LENGTH_LIMIT", "PINNED_VERSION", "POLL_DELAY", "DeferredHandshakeServer",
+    "PDU_LENGTH_LIMIT", "PINNED_VERSION", "DeferredHandshakeServer",
     "SharedContexts", "association_alive", "awaiting_request", "check_pynetdicom",
     "close_transport", "describe", "drop_response", "next_message", "outgoing_pending",
-    "park_reactor", "raw_socket", "register_server", "set_poll_delay", "unpark_reactor",
+    "park_reactor", "raw_socket", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
 ]
 
@@ -152,4 +159,4 @@ _config.STORE_RECV_CHUNKED_DATASET = True
 # Log the association's identity, not every PDU.
 _config.LOG_HANDLER_LEVEL = "none"
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
-             *install_connection_hooks(), *install_message_hooks())
+             *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks())

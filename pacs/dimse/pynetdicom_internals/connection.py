@@ -1,8 +1,8 @@
 """pynetdicom's connection machinery, hardened: transport reads and sends, the DUL thread,
 its state machine, and its log lines (see the package docstring for what and why).
 
-Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included) and
-the standard library; nothing of ours.
+Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
+standard library and pynetdicom_internals.reactors (the event-driven DUL loop it extends).
 """
 
 from __future__ import annotations
@@ -16,40 +16,14 @@ from typing import Any
 
 from pynetdicom import association as _association_module
 from pynetdicom.association import Association
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_P_ABORT
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from pacs.dimse.pynetdicom_internals.reactors import EventDrivenDUL, end_broken_connection
+
 log = logging.getLogger("pacs.server")
-
-# --- polls --------------------------------------------------------------------------------------
-
-# pynetdicom's two threads per association poll: the DUL sleeps 1 ms whenever it finds nothing
-# to do, the reactor 1 ms on every loop, and every DIMSE message waits for each once. Measured
-# with storescu and a do-nothing handler: 277 -> 450 instances/s at 0.1 ms. 0.2 ms keeps an
-# idle association's wake-ups (and CPU) modest.
-POLL_DELAY = 0.0002
-
-
-class _ShortPolls:
-    """Stands in for `time` in pynetdicom.association, shortening its 1 ms reactor poll."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        time.sleep(POLL_DELAY if seconds == 0.001 else seconds)
-
-
-def set_poll_delay(assoc: Any, seconds: float) -> float:
-    """Set how long the association's DUL sleeps when idle; returns the previous value."""
-    previous: float = assoc.dul._run_loop_delay
-    assoc.dul._run_loop_delay = seconds
-    return previous
-
 
 # --- transport ----------------------------------------------------------------------------------
 
@@ -180,25 +154,10 @@ class GuardedStateMachine(StateMachine):
         except Exception as exc:  # noqa: BLE001 - pynetdicom has logged it and stopped the DUL
             note_problem(self.dul, f"{event} in {self.current_state}: {exception_text(exc)}",
                          replace=True)
-            _end_broken_connection(self.dul)
+            end_broken_connection(self.dul)
 
 
-def _end_broken_connection(dul: Any) -> None:
-    """After a failed state-machine action: A-ABORT if possible, close, tell the association."""
-    if dul.socket is not None and dul.socket.socket is not None:
-        abort = A_ABORT_RQ()
-        abort.source, abort.reason_diagnostic = 0x02, 0x00
-        try:
-            dul._send(abort)
-        finally:
-            dul.socket.close()
-    abort_indication = A_P_ABORT()
-    abort_indication.provider_reason = 0x00
-    dul.to_user_queue.put(abort_indication)
-    dul.assoc.dimse.msg_queue.put((None, None))
-
-
-class HardenedDUL(DULServiceProvider):
+class HardenedDUL(EventDrivenDUL):
     """pynetdicom's DICOM Upper Layer provider with the repairs listed in the package docstring.
     `problem` says why the connection failed (first cause wins)."""
 
@@ -236,7 +195,18 @@ class HardenedDUL(DULServiceProvider):
         if primitive is _DUL_ENDED:
             self.to_user_queue.put(_DUL_ENDED)  # later waits end at once too
             return None
+        assoc = self.assoc
+        if isinstance(primitive, A_P_ABORT) and assoc.is_acceptor \
+                and assoc.requestor.primitive is None:
+            # The connection broke before its A-ASSOCIATE-RQ: pynetdicom's acceptor would
+            # take this indication for the request; "nothing came" ends it cleanly.
+            return None
         return primitive
+
+    def transport_failed(self, error: Exception) -> None:
+        """Reading or sending raised: say why, then end the connection."""
+        note_problem(self, f"transport failed: {exception_text(error)}")
+        super().transport_failed(error)
 
     def _is_transport_event(self) -> bool:
         in_sta13 = self.state_machine.current_state == "Sta13"
@@ -372,12 +342,11 @@ class DeferredHandshakeServer(ThreadedAssociationServer):
 
 def install_connection_hooks() -> tuple[str, ...]:
     """Put the transport, DUL and logging hooks in place; what they replace, for the record."""
-    _association_module.time = _ShortPolls()  # type: ignore[assignment]
     _association_module.DULServiceProvider = HardenedDUL  # type: ignore[misc]
     AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]
     AssociationSocket.send = _bounded_send  # type: ignore[method-assign]
     for name in _CONNECTION_LOGGERS:
         logging.getLogger(f"pynetdicom.{name}").addFilter(PeerErrorsOnOneLine(absorb=True))
     logging.getLogger("pynetdicom.acse").addFilter(PeerErrorsOnOneLine(absorb=False))
-    return ("association.time", "association.DULServiceProvider", "AssociationSocket.recv",
+    return ("association.DULServiceProvider", "AssociationSocket.recv",
             "AssociationSocket.send")

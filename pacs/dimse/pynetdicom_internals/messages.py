@@ -2,7 +2,7 @@
 the rest of dimse/ needs them (see the package docstring for what and why).
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
-standard library and pynetdicom_internals.connection; nothing else of ours.
+standard library, pynetdicom_internals.connection and .reactors; nothing else of ours.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
 
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
+from pacs.dimse.pynetdicom_internals.reactors import WakingQueue, doorbell, ring_doorbell
 
 
 def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
@@ -43,6 +44,7 @@ class HardenedDIMSE(DIMSEServiceProvider):
     def __init__(self, assoc: Any):
         super().__init__(assoc)
         self._drop: tuple[type, int] | None = None
+        self.msg_queue = WakingQueue(doorbell(assoc).set)  # a complete message wakes the reactor
 
     def receive_primitive(self, primitive: Any) -> None:
         """Add a P-DATA to the message in progress; abort on a malformed one."""
@@ -161,6 +163,7 @@ def park_reactor(assoc: Any, timeout: float = 5.0) -> bool:
     timeout."""
     checkpoint: threading.Event = assoc._reactor_checkpoint
     checkpoint.clear()
+    ring_doorbell(assoc)  # a reactor asleep between rounds goes to its checkpoint
     deadline = time.monotonic() + timeout
     seen_paused_at: float | None = None
     while time.monotonic() < deadline:
