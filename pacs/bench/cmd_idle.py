@@ -251,18 +251,19 @@ ROWS = (  # key, label, compared with the better peer
 
 def target_ratios(peers: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Each minipacs column / the better (lower) of dcmqrscp and Orthanc, per compared row.
-    A peer whose CPU stayed under one clock tick is taken at one tick, and the ratio is then
+    A peer whose CPU stayed within one clock tick is taken at one tick, and the ratio is then
     a lower bound (`at_least`)."""
     best: dict[str, tuple[float, bool]] = {}
     for name in ("dcmqrscp", "orthanc"):
         entry = peers.get(name, {})
         for key, value in _figures(entry).items():
-            floor = False
-            window_name = "idle" if key == "cpu_idle" else "held"
-            if key.startswith("cpu") and value <= 0 and entry.get(window_name):
-                value, floor = entry[window_name]["resolution_percent"], True
+            floored = False
+            if key.startswith("cpu"):
+                tick = _one_tick(entry, key)
+                if value <= tick:
+                    value, floored = tick, True
             if key not in best or value < best[key][0]:
-                best[key] = (value, floor)
+                best[key] = (value, floored)
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for name, entry in peers.items():
         if not name.startswith("minipacs"):
@@ -272,6 +273,20 @@ def target_ratios(peers: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]
                         for key, _label, compared in ROWS
                         if compared and key in mine and key in best and best[key][0] > 0}
     return result
+
+
+def _one_tick(entry: dict[str, Any], key: str) -> float:
+    """One clock tick of CPU as % of one core over the row's window (per association: / N)."""
+    if key == "cpu_idle":
+        return float(entry["idle"]["resolution_percent"])
+    held = entry["held"]
+    tick = float(held["resolution_percent"])
+    return tick / max(held["still_open"], 1) if key == "cpu_per_association" else tick
+
+
+def _ratio(value: float) -> str:
+    return f"{value:,.0f}×" if value >= 100 else f"{value:.1f}×" if value >= 10 else (
+        f"{value:.2f}×")
 
 
 def _number(value: float) -> str:
@@ -311,12 +326,12 @@ def markdown(report: dict[str, Any]) -> str:
     columns = [name for name in ran if ratios.get(name)]
     if columns:
         lines += ["", "Against the better of dcmqrscp and Orthanc (< 1 is better; ≥: that "
-                      "peer stayed under one clock tick, counted as one):", "",
+                      "peer used at most one clock tick, counted as one):", "",
                   "| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
         for key, label, compared in ROWS:
             if compared:
                 cells = [(("≥ " if ratios[name][key]["at_least"] else "")
-                          + f"{ratios[name][key]['ratio']:,.1f}×")
+                          + _ratio(ratios[name][key]["ratio"]))
                          if key in ratios[name] else "–" for name in columns]
                 lines.append(f"| {label.format(n=n)} | " + " | ".join(cells) + " |")
     for name in ran:
