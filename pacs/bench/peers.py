@@ -123,6 +123,7 @@ class MinipacsPeer(Peer):
         self.extra_args = extra_args
         self.source = source
         self.databases = Databases(database) if database != "sqlite" else None
+        self.toml = ""  # the config file's text; `scripts/bench idle` sets [timeouts] here
         # The PostgreSQL server's postmaster, when it runs here: its CPU is the index's.
         self.index_pid: int | None = None
         args = " ".join(extra_args) or "defaults (max PDU 256 KiB, INFO log)"
@@ -144,7 +145,7 @@ class MinipacsPeer(Peer):
         """Start `pacs serve` and wait for its ready file, then for a TCP connect."""
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "empty.toml"
-        config.write_text("")
+        config.write_text(self.toml)
         ready = folder / "ready"
         if self.databases is None:
             url = f"sqlite:///{folder}/index.sqlite"
@@ -204,6 +205,7 @@ class DcmqrscpPeer(Peer):
     def __init__(self) -> None:
         super().__init__(name="dcmqrscp", ae_title="DCMQRSCP",
                          config={"args": "defaults: --fork, MaxPDUSize 16384"})
+        self.max_associations = 16  # MaxAssociations: forked children at once
 
     def available(self) -> str | None:
         """Needs the dcmqrscp binary (Debian package dcmtk)."""
@@ -222,7 +224,8 @@ class DcmqrscpPeer(Peer):
         hosts = (f"benchdest = ({destination.ae_title}, 127.0.0.1, {destination.port})\n"
                  if destination else "")
         (folder / "dcmqrscp.cfg").write_text(
-            f"NetworkTCPPort  = {port}\nMaxPDUSize      = 16384\nMaxAssociations = 16\n\n"
+            f"NetworkTCPPort  = {port}\nMaxPDUSize      = 16384\n"
+            f"MaxAssociations = {self.max_associations}\n\n"
             f"HostTable BEGIN\n{hosts}HostTable END\n\nVendorTable BEGIN\nVendorTable END\n\n"
             f"AETable BEGIN\n{self.ae_title}  {storage}  RW  (500, 1024mb)  ANY\nAETable END\n"
         )
@@ -253,6 +256,7 @@ class OrthancPeer(Peer):
                          config={"args": "defaults (SQLite index, MaximumPduLength 16384, "
                                          "SyncStorageArea true, StorageAccessOnFind Always); "
                                          + plugins})
+        self.overrides: dict[str, object] = {}  # config.json keys set on top of the above
 
     def available(self) -> str | None:
         """Needs the Orthanc binary (Debian package orthanc)."""
@@ -286,6 +290,7 @@ class OrthancPeer(Peer):
             "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
             "DicomModalities": modalities, "SaveJobs": False,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            **self.overrides,
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         log = folder / "server.log"

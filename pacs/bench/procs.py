@@ -1,6 +1,6 @@
 """Processes for the benchmark: free ports, servers in their own process group, clients with
-timeouts, readiness by TCP connect, peak memory and CPU time of a process tree, disk usage of
-folders.
+timeouts, readiness by TCP connect, peak memory, CPU time and threads of a process tree,
+established connections on a port, disk usage of folders.
 
 Layer: tool (pacs.bench); standard library only. Every process started here is in its own
 process group and is registered with a `ProcessRegistry`, which stops them all on exit,
@@ -295,3 +295,43 @@ def count_files(folder: Path) -> int:
     if not folder.exists():
         return 0
     return sum(len(files) for _folder, _dirs, files in os.walk(folder))
+
+
+def _thread_count(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def tree_threads(*pids: int) -> tuple[int, int]:
+    """(threads, processes) alive now in the process trees rooted at `pids` (/proc status)."""
+    seen: set[int] = set()
+    threads = 0
+    for root in pids:
+        for pid in tree_pids(root):
+            if pid in seen:
+                continue
+            seen.add(pid)
+            threads += _thread_count(pid)
+    return threads, len(seen)
+
+
+def established_connections(port: int) -> int:
+    """TCP connections in state ESTABLISHED whose local port is `port` (IPv4 and IPv6)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # fields[1] is local "ADDR:PORT" in hex, fields[3] the state (01: ESTABLISHED)
+            if len(fields) > 3 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1],
+                                                             16) == port:
+                count += 1
+    return count
