@@ -16,10 +16,11 @@ from pydicom.dataset import Dataset
 from pacs.index.database import Index
 from pacs.index.query import FindQuery
 from pacs.index.schema import is_sqlite
-from pacs.model.identifier import parse_request, response_keys
+from pacs.model.identifier import parse_request
 from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT, InformationModel
 from pacs.model.matching import constraints
 from pacs.model.predicates import MatchOptions
+from pacs.model.responses import response_keys
 
 STUDY_UID = "1.2.826.0.1.3680043.10.1071.5.1"
 SERIES_UID = "1.2.826.0.1.3680043.10.1071.5.1.1"

@@ -15,10 +15,11 @@ from pydicom.dataset import Dataset
 
 from pacs.index.query import Extra, FindQuery
 from pacs.index.records import IndexUnavailable
-from pacs.model.identifier import FindRequest, build_response, parse_request, response_keys
+from pacs.model.identifier import FindRequest, parse_request
 from pacs.model.levels import InformationModel
 from pacs.model.matching import TIMEZONE_COLUMN, constraints, descendant_match
 from pacs.model.predicates import MatchOptions
+from pacs.model.responses import ResponseBuilder, response_keys
 from pacs.model.status import DicomError, FindStatus
 from pacs.services.context import Services
 
@@ -67,13 +68,13 @@ class Search:
         `cancelled` is set.
         """
         settings = self.services.settings
+        builder = ResponseBuilder(self.request, settings.ae_title, settings.pn_case_insensitive)
         try:
             for row in self.query.rows():
                 if is_cancelled():
                     self.cancelled = True
                     return
-                yield build_response(self.request, row, settings.ae_title,
-                                     settings.pn_case_insensitive)
+                yield builder.build(row)
                 self.matches += 1
         except IndexUnavailable as exc:
             log.error("C-FIND: %s", exc)
