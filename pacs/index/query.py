@@ -13,7 +13,8 @@ import itertools
 import json
 import operator
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
@@ -222,18 +223,22 @@ class FindQuery:
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
 
-    def rows(self) -> Iterator[dict[str, str]]:
-        """Each matching entity as {name: text}, in index order, from a cursor."""
+    def rows(self) -> Generator[dict[str, str], None, None]:
+        """Each matching entity as {name: text}, in index order, from a cursor (closing the
+        generator closes the cursor and ends its read transaction)."""
         query = self._select(self.columns).order_by(MODELS[self.level].id)
         sql, params = query.sql()
         try:
             with _cursor(sql, params) as cursor:
-                while batch := cursor.fetchmany(_BATCH):
+                while True:
+                    batch = cursor.fetchmany(_BATCH)
                     for values in batch:
                         row = dict(zip(self.names, values, strict=True))
                         if self.post and not self._passes(row):
                             continue
                         yield {name: self._text(name, value) for name, value in row.items()}
+                    if len(batch) < _BATCH:
+                        break  # a short batch is the last: no round trip to hear "no more"
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
 
@@ -258,11 +263,17 @@ def _json_items(text: str) -> list[Any]:
     return items if isinstance(items, list) else []
 
 
+_PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _prepare(database: Any) -> None:
-    """Give this thread's SQLite connection the wildcard function (cheap, idempotent)."""
-    if is_sqlite(database):
-        database.connection().create_function("dicom_any_value_like", 2, any_value_matches,
-                                              deterministic=True)
+    """Give SQLite connections the wildcard function: registered once with peewee, which
+    loads it into this thread's connection now and into every connection opened later.
+    (Not per statement: SQLite refuses to create a function while a cursor is open.)"""
+    if is_sqlite(database) and database not in _PREPARED:
+        database.register_function(any_value_matches, "dicom_any_value_like", 2,
+                                   deterministic=True)
+        _PREPARED.add(database)
 
 
 @contextmanager
