@@ -120,3 +120,15 @@ def test_an_unindexed_key_shows_up_as_a_scan(index: Index) -> None:
     # The detector itself: Patient Comments (LT) has no index, so its plan scans patient.
     plan = _plan(index, _query(PATIENT_ROOT, "PATIENT", {"PatientComments": "x"}))
     assert _table_scans(plan, is_sqlite(index.database)) != []
+
+
+# PS3.4 C.6.1.1.3 (Number of Study Related Instances): counted from the instance table's
+# index on its series alone, never from the instance rows (a covering/index-only read).
+def test_instance_counts_read_only_the_series_index(index: Index) -> None:
+    plan = _plan(index, _query(STUDY_ROOT, "STUDY", {"StudyDate": "20240101-20240107"}))
+    if is_sqlite(index.database):
+        assert re.search(r"SEARCH \S+ USING COVERING INDEX instance_series_id", plan), plan
+    else:
+        index.database.execute_sql("SET enable_bitmapscan = off")
+        plan = _plan(index, _query(STUDY_ROOT, "STUDY", {"StudyDate": "20240101-20240107"}))
+        assert "Index Only Scan using instance_series_id" in plan, plan
