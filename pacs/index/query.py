@@ -285,7 +285,11 @@ class _DeclaredCursor:
     def __init__(self, cursor: Any, sql: str, params: Sequence[Any]):
         self.cursor = cursor
         self.name = f"find_{uuid.uuid4().hex}"
-        cursor.execute(f'DECLARE "{self.name}" NO SCROLL CURSOR FOR {sql}; '
+        # A cursor is planned for its first 10 % of rows (cursor_tuple_fraction) unless told
+        # otherwise; every match is read, so plan for all of them: a date-range study search
+        # at 1M instances otherwise walks the study table in id order (9 ms instead of 2).
+        cursor.execute('SET LOCAL cursor_tuple_fraction = 1.0; '
+                       f'DECLARE "{self.name}" NO SCROLL CURSOR FOR {sql}; '
                        f'FETCH FORWARD {_BATCH} FROM "{self.name}"', params)
         self.first: list[Any] | None = cursor.fetchall()
 
