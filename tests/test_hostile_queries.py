@@ -22,10 +22,11 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from pacs.dimse.server import RunningServer, start_server
 from pacs.index.database import Index
 from pacs.index.query import FindQuery
-from pacs.model.identifier import parse_request, response_keys
+from pacs.model.identifier import parse_request
 from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT, InformationModel
 from pacs.model.matching import constraints
 from pacs.model.predicates import MatchOptions
+from pacs.model.responses import response_keys
 from pacs.model.status import DicomError, FindStatus
 from pacs.services.context import open_services
 from pacs.services.find import find_query

@@ -12,8 +12,9 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pynetdicom.dsutils import decode
 
-from pacs.model.identifier import build_response, parse_request, response_keys, select_items
+from pacs.model.identifier import parse_request
 from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT
+from pacs.model.responses import build_response, response_keys, select_items
 from pacs.model.status import DicomError, FindStatus
 
 

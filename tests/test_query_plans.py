@@ -16,10 +16,11 @@ from pydicom.dataset import Dataset
 from pacs.index.database import Index
 from pacs.index.query import FindQuery
 from pacs.index.schema import is_sqlite
-from pacs.model.identifier import parse_request, response_keys
+from pacs.model.identifier import parse_request
 from pacs.model.levels import PATIENT_ROOT, STUDY_ROOT, InformationModel
 from pacs.model.matching import constraints
 from pacs.model.predicates import MatchOptions
+from pacs.model.responses import response_keys
 
 STUDY_UID = "1.2.826.0.1.3680043.10.1071.5.1"
 SERIES_UID = "1.2.826.0.1.3680043.10.1071.5.1.1"
@@ -119,3 +120,15 @@ def test_an_unindexed_key_shows_up_as_a_scan(index: Index) -> None:
     # The detector itself: Patient Comments (LT) has no index, so its plan scans patient.
     plan = _plan(index, _query(PATIENT_ROOT, "PATIENT", {"PatientComments": "x"}))
     assert _table_scans(plan, is_sqlite(index.database)) != []
+
+
+# PS3.4 C.6.1.1.3 (Number of Study Related Instances): counted from the instance table's
+# index on its series alone, never from the instance rows (a covering/index-only read).
+def test_instance_counts_read_only_the_series_index(index: Index) -> None:
+    plan = _plan(index, _query(STUDY_ROOT, "STUDY", {"StudyDate": "20240101-20240107"}))
+    if is_sqlite(index.database):
+        assert re.search(r"SEARCH \S+ USING COVERING INDEX instance_series_id", plan), plan
+    else:
+        index.database.execute_sql("SET enable_bitmapscan = off")
+        plan = _plan(index, _query(STUDY_ROOT, "STUDY", {"StudyDate": "20240101-20240107"}))
+        assert "Index Only Scan using instance_series_id" in plan, plan

@@ -13,7 +13,8 @@ import itertools
 import json
 import operator
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
@@ -136,7 +137,9 @@ class _Compiler:
         return query.where(outer), aliases
 
     def count(self, child: str, parent: str) -> Any:
-        query, _ = self._below(child, parent, lambda a: [peewee.fn.COUNT(a[child].id)])
+        # COUNT(*), not COUNT(id): PostgreSQL can then count from the parent-id index alone
+        # (an index-only scan) instead of visiting every child row (3-4x at 1M instances).
+        query, _ = self._below(child, parent, lambda a: [peewee.fn.COUNT(peewee.SQL("*"))])
         return query
 
     def collect(self, child: str, parent: str, column: str) -> Any:
@@ -222,18 +225,22 @@ class FindQuery:
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
 
-    def rows(self) -> Iterator[dict[str, str]]:
-        """Each matching entity as {name: text}, in index order, from a cursor."""
+    def rows(self) -> Generator[dict[str, str], None, None]:
+        """Each matching entity as {name: text}, in index order, from a cursor (closing the
+        generator closes the cursor and ends its read transaction)."""
         query = self._select(self.columns).order_by(MODELS[self.level].id)
         sql, params = query.sql()
         try:
             with _cursor(sql, params) as cursor:
-                while batch := cursor.fetchmany(_BATCH):
+                while True:
+                    batch = cursor.fetchmany(_BATCH)
                     for values in batch:
                         row = dict(zip(self.names, values, strict=True))
                         if self.post and not self._passes(row):
                             continue
                         yield {name: self._text(name, value) for name, value in row.items()}
+                    if len(batch) < _BATCH:
+                        break  # a short batch is the last: no round trip to hear "no more"
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
 
@@ -258,11 +265,45 @@ def _json_items(text: str) -> list[Any]:
     return items if isinstance(items, list) else []
 
 
+_PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _prepare(database: Any) -> None:
-    """Give this thread's SQLite connection the wildcard function (cheap, idempotent)."""
-    if is_sqlite(database):
-        database.connection().create_function("dicom_any_value_like", 2, any_value_matches,
-                                              deterministic=True)
+    """Give SQLite connections the wildcard function: registered once with peewee, which
+    loads it into this thread's connection now and into every connection opened later.
+    (Not per statement: SQLite refuses to create a function while a cursor is open.)"""
+    if is_sqlite(database) and database not in _PREPARED:
+        database.register_function(any_value_matches, "dicom_any_value_like", 2,
+                                   deterministic=True)
+        _PREPARED.add(database)
+
+
+class _DeclaredCursor:
+    """A PostgreSQL server-side cursor declared and first fetched in one round trip; the
+    later batches are FETCHed from it. It lives in the read transaction and ends with it."""
+
+    def __init__(self, cursor: Any, sql: str, params: Sequence[Any]):
+        self.cursor = cursor
+        self.name = f"find_{uuid.uuid4().hex}"
+        # A cursor is planned for its first 10 % of rows (cursor_tuple_fraction) unless told
+        # otherwise; every match is read, so plan for all of them: a date-range study search
+        # at 1M instances otherwise walks the study table in id order (9 ms instead of 2).
+        cursor.execute('SET LOCAL cursor_tuple_fraction = 1.0; '
+                       f'DECLARE "{self.name}" NO SCROLL CURSOR FOR {sql}; '
+                       f'FETCH FORWARD {_BATCH} FROM "{self.name}"', params)
+        self.first: list[Any] | None = cursor.fetchall()
+
+    def fetchmany(self, size: int) -> list[Any]:
+        """The next batch of rows (empty at the end)."""
+        if self.first is not None:
+            rows, self.first = self.first, None
+            return rows
+        self.cursor.execute(f'FETCH FORWARD {int(size)} FROM "{self.name}"')
+        return list(self.cursor.fetchall())
+
+    def close(self) -> None:
+        """Close the client side; the server's cursor closes with the transaction."""
+        self.cursor.close()
 
 
 @contextmanager
@@ -275,12 +316,11 @@ def _cursor(sql: str, params: Sequence[Any]) -> Iterator[Any]:
             _prepare(database)
             cursor = database.execute_sql(sql, params)
         else:
-            # A named (server-side) cursor: rows travel in batches as they are read.
+            # A server-side cursor: rows travel in batches as they are read. Declared by
+            # hand rather than by psycopg2's named cursor, which takes three round trips
+            # (DECLARE, FETCH, CLOSE) where this takes one for a search of one batch.
             with wrapper:
-                cursor = database.connection().cursor(name=f"find_{uuid.uuid4().hex}",
-                                                      withhold=True)
-                cursor.itersize = _BATCH
-                cursor.execute(sql, params)
+                cursor = _DeclaredCursor(database.connection().cursor(), sql, params)
         try:
             with wrapper:
                 yield cursor

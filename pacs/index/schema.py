@@ -1,9 +1,10 @@
 """peewee models of the index, Patient -> Study -> Series -> Instance, and opening the database.
 
-Room: index/. Imports peewee, model/dictionary and model/worklist. Columns come from
-the attribute tables in `model/dictionary.py` (and `model/worklist.py` for worklist items), so
-adding a key there adds its column here. Schema 4 adds the modality services' tables: worklist
-items, performed procedure steps (MPPS) and storage commitment requests.
+Room: index/. Imports peewee, model/dictionary, model/value_matching and model/worklist.
+Columns come from the attribute tables in `model/dictionary.py` (and `model/worklist.py` for
+worklist items), so adding a key there adds its column here. Schema 4 adds the modality
+services' tables: worklist items, performed procedure steps (MPPS) and storage commitment
+requests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import peewee
 from playhouse import db_url
 
 from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY, StoredAttribute, stored_attributes
+from pacs.model.value_matching import any_value_matches
 from pacs.model.worklist import WORKLIST_ATTRIBUTES
 
 SCHEMA_VERSION = 4
@@ -186,6 +188,9 @@ def open_database(url: str) -> peewee.Database:
                 "case_sensitive_like": 1,
             },
         )
+        # Any-value LIKE on multi-valued columns (index/query.py), in every connection opened.
+        database.register_function(any_value_matches, "dicom_any_value_like", 2,
+                                   deterministic=True)
     else:
         url = url.replace("postgresql://", "postgresql+pool://", 1).replace(
             "postgres://", "postgresql+pool://", 1

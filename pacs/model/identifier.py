@@ -1,5 +1,5 @@
-"""C-FIND identifiers: validating a request (PS3.4 C.4.1.1.3.1, C.4.1.2) and building the
-response of one match (C.4.1.1.3.2).
+"""C-FIND identifiers: validating a request (PS3.4 C.4.1.1.3.1, C.4.1.2); model/responses.py
+builds the response of one match (C.4.1.1.3.2).
 
 Room: model/. Imports model/ (levels, matching, status) and pydicom; no database. The
 request identifier is never modified: it is read from a deep copy, with values decoded by
@@ -15,11 +15,10 @@ kept apart in `below` (matched against descendants, returned zero length, 0xFF01
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 
 from pacs.model.levels import (
@@ -35,8 +34,6 @@ from pacs.model.status import DicomError, FindStatus
 from pacs.model.value_matching import (
     WILDCARD_VRS,
     element_texts,
-    item_matches,
-    load_items,
     normal_form,
     parse_range,
 )
@@ -68,6 +65,7 @@ class FindRequest:
     want_availability: bool = False
     below: tuple[QueryValue, ...] = ()  # keys of levels below, with values: descendants match
     lenient: tuple[str, ...] = ()  # keywords only a non-strict hierarchy accepts (for the log)
+    encoding: tuple[bool, bool] | None = None  # (implicit VR, little endian) it arrived in
 
     @property
     def pending_status(self) -> FindStatus:
@@ -208,7 +206,14 @@ def parse_request(identifier: Dataset, model: InformationModel, relational: bool
         raise _refuse(TIMEZONE_OFFSET, f"Timezone Offset From UTC {timezone!r} is invalid")
     return FindRequest(model, level, tuple(values), tuple(unsupported), unmatched,
                        ignored_private, timezone, TIMEZONE_OFFSET in request,
-                       INSTANCE_AVAILABILITY in request, tuple(below), tuple(lenient))
+                       INSTANCE_AVAILABILITY in request, tuple(below), tuple(lenient),
+                       _encoding(identifier))
+
+
+def _encoding(identifier: Dataset) -> tuple[bool, bool] | None:
+    """The transfer syntax a decoded identifier came in (None: built here, not received)."""
+    implicit, little = identifier.original_encoding
+    return None if implicit is None or little is None else (implicit, little)
 
 
 def _has_values(item: Dataset | None) -> bool:
@@ -222,52 +227,7 @@ def _valid_offset(text: str) -> bool:
         and int(text[1:3]) <= 14 and int(text[3:5]) < 60
 
 
-# --- responses ---------------------------------------------------------------------------
-
-def _element_value(vr: str, text: str) -> object:
-    if text == "":
-        return None
-    parts = [text] if vr in ("LT", "ST", "UT", "UR") else text.split("\\")
-    if vr in ("US", "SS", "UL", "SL", "UV", "SV"):
-        parts = [int(part) for part in parts]  # type: ignore[misc]
-    elif vr in ("FL", "FD"):
-        parts = [float(part) for part in parts]  # type: ignore[misc]
-    return parts if len(parts) > 1 else parts[0]
-
-
-def _add(dataset: Dataset, tag: int, vr: str, text: str) -> None:
-    try:
-        dataset.add_new(tag, vr, _element_value(vr, text))
-    except _CONVERSION_ERRORS:  # a stored value its VR cannot hold: answer it unknown
-        dataset.add_new(tag, vr, None)
-
-
-def select_items(query: Dataset | None, stored: list[Dataset],
-                 case_insensitive: bool) -> list[Dataset]:
-    """C.2.2.2.6: the matching items, each with only the requested attributes; the whole
-    sequence when the request item is empty (or absent)."""
-    if query is None or len(query) == 0:
-        return stored
-    selected = []
-    for item in stored:
-        if not item_matches(query, item, case_insensitive):
-            continue
-        answer = Dataset()
-        for element in query:
-            found = item.get(element.tag)
-            if element.VR == "SQ":
-                nested = list(found.value) if found is not None and found.VR == "SQ" \
-                    and found.value else []
-                inner = element.value[0] if element.value else None
-                answer.add_new(element.tag, "SQ",
-                               DicomSequence(select_items(inner, nested, case_insensitive)))
-            elif found is not None:
-                answer.add(copy.deepcopy(found))
-            else:
-                answer.add_new(element.tag, element.VR, None)
-        selected.append(answer)
-    return selected
-
+# --- responses (model/responses.py builds them) -------------------------------------
 
 def _has_non_ascii(dataset: Dataset) -> bool:
     for element in dataset.iterall():
@@ -275,44 +235,3 @@ def _has_non_ascii(dataset: Dataset) -> bool:
                                           element_texts(element.value)):
             return True
     return False
-
-
-def build_response(request: FindRequest, row: Mapping[str, str], retrieve_ae_title: str,
-                   case_insensitive: bool = True) -> Dataset:
-    """The Identifier of one match: the requested keys with this entity's values, the
-    Unique Keys of the levels above, Query/Retrieve Level and Retrieve AE Title."""
-    answer = Dataset()
-    for value in request.values:
-        key, text = value.key, row.get(value.key.keyword, "")
-        if key.vr == "SQ":
-            items = select_items(value.item, load_items(text), case_insensitive)
-            answer.add_new(key.tag, "SQ", DicomSequence(items))
-        else:
-            _add(answer, key.tag, key.vr, text)
-    for upper in request.model.levels_above(request.level):
-        key = unique_key(request.model, upper)
-        if key.tag not in answer:
-            _add(answer, key.tag, key.vr, row.get(key.keyword, ""))
-    for tag, vr in request.unsupported:
-        answer.add_new(tag, vr, None)  # C.4.1.1.3.2 note 2: no value to send
-    answer.QueryRetrieveLevel = request.level
-    # C.4.1.1.3.2: Retrieve AE Title shall be present (we hold no File-Set IDs).
-    answer.RetrieveAETitle = retrieve_ae_title
-    if request.want_availability:
-        answer.InstanceAvailability = "ONLINE"
-    if request.want_timezone and row.get("TimezoneOffsetFromUTC"):
-        answer.TimezoneOffsetFromUTC = row["TimezoneOffsetFromUTC"]
-    if _has_non_ascii(answer):
-        answer.SpecificCharacterSet = "ISO_IR 192"
-    return answer
-
-
-def response_keys(request: FindRequest) -> list[Key]:
-    """Every stored or computed key a response needs from the index."""
-    keys = [value.key for value in request.values]
-    tags = {key.tag for key in keys}
-    for upper in request.model.levels_above(request.level):
-        key = unique_key(request.model, upper)
-        if key.tag not in tags:
-            keys.append(key)
-    return keys

@@ -7,22 +7,27 @@ the face supplies the identifier, the options it negotiated and how to notice a 
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
 from pacs.index.query import Extra, FindQuery
 from pacs.index.records import IndexUnavailable
-from pacs.model.identifier import FindRequest, build_response, parse_request, response_keys
+from pacs.model.identifier import FindRequest, parse_request
 from pacs.model.levels import InformationModel
 from pacs.model.matching import TIMEZONE_COLUMN, constraints, descendant_match
 from pacs.model.predicates import MatchOptions
+from pacs.model.responses import ResponseBuilder, response_keys
 from pacs.model.status import DicomError, FindStatus
 from pacs.services.context import Services
 
 log = logging.getLogger("pacs.find")
+# Matches read ahead to check the cap from the statement that streams them; past this many
+# the cap is checked by counting instead (no more rows held than one cursor batch).
+READ_AHEAD = 500
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,14 @@ class FindFeatures:
 class Search:
     """One validated request whose matches are counted and ready to stream."""
 
-    def __init__(self, services: Services, request: FindRequest, query: FindQuery):
+    def __init__(self, services: Services, request: FindRequest, query: FindQuery,
+                 rows: Generator[dict[str, str], None, None] | None = None):
         self.services = services
         self.request = request
         self.query = query
         self.matches = 0
         self.cancelled = False
+        self._rows = rows  # already running (the cap was checked on its first rows)
 
     @property
     def level(self) -> str:
@@ -67,17 +74,20 @@ class Search:
         `cancelled` is set.
         """
         settings = self.services.settings
+        builder = ResponseBuilder(self.request, settings.ae_title, settings.pn_case_insensitive)
+        rows, self._rows = self._rows or self.query.rows(), None
         try:
-            for row in self.query.rows():
+            for row in rows:
                 if is_cancelled():
                     self.cancelled = True
                     return
-                yield build_response(self.request, row, settings.ae_title,
-                                     settings.pn_case_insensitive)
+                yield builder.build(row)
                 self.matches += 1
         except IndexUnavailable as exc:
             log.error("C-FIND: %s", exc)
             raise DicomError(FindStatus.OUT_OF_RESOURCES, "index unavailable") from exc
+        finally:
+            rows.close()  # the cursor and its read transaction end with the stream
 
 
 def find_query(request: FindRequest, options: MatchOptions) -> FindQuery:
@@ -113,11 +123,30 @@ def start_search(services: Services, model: InformationModel, identifier: Datase
     if not enforce_cap:
         return Search(services, request, query)
     cap = settings.max_find_results
+    # One statement per C-FIND: the cap is checked on the first rows of the cursor that then
+    # streams them; only a search with more than READ_AHEAD matches is counted apart.
+    rows = query.rows()
     try:
-        over_cap = query.count(cap + 1) > cap
+        ahead = list(itertools.islice(rows, min(cap + 1, READ_AHEAD)))
+        if len(ahead) == READ_AHEAD <= cap:
+            over_cap = query.count(cap + 1) > cap
+        else:
+            over_cap = len(ahead) > cap
     except IndexUnavailable as exc:
+        rows.close()
         log.error("C-FIND: %s", exc)
         raise DicomError(FindStatus.OUT_OF_RESOURCES, "index unavailable") from exc
     if over_cap:
+        rows.close()
         raise DicomError(FindStatus.OUT_OF_RESOURCES, f"more than {cap} matches; narrow the query")
-    return Search(services, request, query)
+    return Search(services, request, query, _after(ahead, rows))
+
+
+def _after(ahead: list[dict[str, str]], rows: Generator[dict[str, str], None, None]
+           ) -> Generator[dict[str, str], None, None]:
+    """The rows read ahead, then the rest of the cursor (closed when this is)."""
+    try:
+        yield from ahead
+        yield from rows
+    finally:
+        rows.close()
