@@ -7,9 +7,9 @@ model/status; the Query/Retrieve handler (dimse/find) and the worklist handler (
 open their searches and hand them here.
 
 Pending responses go straight to the socket (`FindResponses`: one command set per C-FIND, each
-identifier encoded once, command and identifier in one PDU) and are not yielded to pynetdicom,
-which then sends only the final status; when the fast path is closed (TLS, something queued)
-a response is yielded for pynetdicom to send, as before.
+identifier encoded once, command and identifier in one system call) and are not yielded to
+pynetdicom, which then sends only the final status; when the fast path is closed (TLS,
+something queued) a response is yielded for pynetdicom to send, as before.
 """
 
 from __future__ import annotations

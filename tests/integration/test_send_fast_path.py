@@ -36,6 +36,7 @@ from pynetdicom.presentation import build_context
 
 from pacs.archive.encoding import read_layout
 from pacs.config import RemoteAE
+from pacs.dimse.pynetdicom_internals import sending
 from pacs.dimse.pynetdicom_internals.sending import encode_command, pdu_parts
 from pacs.dimse.server import RunningServer
 from pacs.model.levels import STUDY_ROOT_FIND, STUDY_ROOT_GET
@@ -82,6 +83,20 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     yield from fixture_storescp(tmp_path)
 
 
+@pytest.fixture
+def fast_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of PDU bytes of each message the fast path wrote (observed, not replaced)."""
+    written: list[int] = []
+    write_all = sending._write_all
+
+    def observed(sock: Any, parts: Any) -> None:
+        write_all(sock, parts)
+        written.append(sum(len(part) for part in parts))
+
+    monkeypatch.setattr(sending, "_write_all", observed)
+    return written
+
+
 # --- PDUs as built (PS3.8 9.3.5, Annex E) ---------------------------------------------------------
 
 def _pdus(parts: list[bytes | memoryview]) -> list[list[tuple[int, int, bytes]]]:
@@ -119,11 +134,12 @@ def test_pdus_respect_the_maximum_length_and_keep_fragments_in_order(max_pdu: in
     assert all(len(value) % 2 == 0 for _, _, value in pdvs)
 
 
-# PS3.8 9.3.5: one P-DATA-TF may carry several PDVs: a command and a small data set go as one.
-def test_command_and_small_data_set_share_one_pdu() -> None:
+# PS3.8 E.2: the command set and a small data set each in a PDU of its own (PS3.8 9.3.5 would
+# allow one PDU with two PDVs; gdcmscu 3.0.21 misreads that).
+def test_command_and_small_data_set_go_in_pdus_of_their_own() -> None:
     command = encode_command({"CommandField": 0x8020, "MessageIDBeingRespondedTo": 7})
     assert _pdus(pdu_parts(1, command, b"\x08\x00\x52\x00", 16384)) == [
-        [(1, 0x03, command), (1, 0x02, b"\x08\x00\x52\x00")]]
+        [(1, 0x03, command)], [(1, 0x02, b"\x08\x00\x52\x00")]]
 
 
 # --- C-MOVE, C-GET, C-FIND with DCMTK at each maximum PDU -----------------------------------------
@@ -305,10 +321,10 @@ def _implicit(dataset: Dataset) -> bytes:
     return bytes(encoded.getvalue())
 
 
-# PS3.8 9.3.5 and D.1 on the wire: each Pending C-FIND response arrives as one P-DATA-TF PDU
-# holding its command and its identifier, within the maximum length we announced.
-def test_each_pending_find_response_is_one_pdu_with_command_and_identifier(
-    server_factory: Callable[..., RunningServer], tmp_path: Path,
+# PS3.8 9.3.5 and D.1 on the wire: each Pending C-FIND response arrives as a command PDU and an
+# identifier PDU, within the maximum length we announced, each written by the fast path.
+def test_each_pending_find_response_is_sent_by_the_fast_path(
+    server_factory: Callable[..., RunningServer], tmp_path: Path, fast_writes: list[int],
 ) -> None:
     server = server_factory()
     populate(server.services, tmp_path / "in")
@@ -325,17 +341,18 @@ def test_each_pending_find_response_is_one_pdu_with_command_and_identifier(
     assert len(pending) == 5
     for response in pending:
         assert response.field == 0x8020 and response.command.MessageIDBeingRespondedTo == 9
-        assert len(response.pdus) == 1 and [c for _, c, _ in response.pdus[0]] == [0x03, 0x02]
+        assert [[control for _, control, _ in pdu] for pdu in response.pdus] == [[0x03], [0x02]]
         found = read_dataset(BytesIO(response.data), True, True)
         assert found.StudyInstanceUID == LAYOUT.study_s1
     peer.release()
+    assert len(fast_writes) == len(pending)  # the final response goes pynetdicom's way
 
 
 # PS3.4 C.4.3 and PS3.8 D.1 on the wire: a C-GET's C-STORE requests stay within the maximum
 # length the requester announced (4096 bytes: the large data set spans dozens of PDUs), carry
 # the stored data set byte for byte, and its Pending and final responses follow in order.
 def test_get_sub_operations_on_the_wire_respect_a_small_maximum_pdu(
-    server_factory: Callable[..., RunningServer], tmp_path: Path,
+    server_factory: Callable[..., RunningServer], tmp_path: Path, fast_writes: list[int],
 ) -> None:
     server = server_factory()
     big = _populate_with_big(server.services, tmp_path / "in")
@@ -367,6 +384,8 @@ def test_get_sub_operations_on_the_wire_respect_a_small_maximum_pdu(
         assert message.data == stored_data_set(server.services, uid)
     assert len(stored[big].pdus) > 20
     peer.release()
+    # Every C-STORE request and every response, Pending and final, went the fast way.
+    assert len(fast_writes) == S1_INSTANCES + len(statuses)
 
 
 # --- C-CANCEL and TLS -----------------------------------------------------------------------------
@@ -410,7 +429,7 @@ def test_findscu_cancel_mid_find_is_honoured_at_a_small_maximum_pdu(
 # threads at once). pynetdicom's SCU: DCMTK 3.6.7's getscu has no TLS.
 def test_tls_get_receives_every_instance_as_stored(
     server_factory: Callable[..., RunningServer], certificates: dict[str, Path],
-    tmp_path: Path,
+    tmp_path: Path, fast_writes: list[int],
 ) -> None:
     server = _tls_server(server_factory, certificates)
     _populate_with_big(server.services, tmp_path / "in")
@@ -445,3 +464,4 @@ def test_tls_get_receives_every_instance_as_stored(
     assert len(received) == S1_INSTANCES
     for uid, data_set in received.items():
         assert data_set == stored_data_set(server.services, uid)
+    assert fast_writes == []

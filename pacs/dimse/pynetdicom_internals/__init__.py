@@ -31,7 +31,7 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
-  responses go straight to the socket (PDU headers built once per fragment, payload as
+  responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
   writes take too; pynetdicom's path stays the fallback (TLS, anything queued).
 - TLS (`DeferredHandshakeServer`): the handshake happens in the connection's own thread,

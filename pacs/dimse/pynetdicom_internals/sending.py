@@ -9,9 +9,13 @@ What it does (PS3.8 9.3.5 P-DATA-TF, Annex E fragmentation; PS3.7 6.3.1 and Anne
 sets): the command set is encoded once (Implicit VR Little Endian, Command Group Length first);
 each P-DATA-TF PDU header and PDV header is built as a few bytes and the payload goes out as
 memoryview slices with `socket.sendmsg` (several PDUs per call, partial sends resumed), so the
-data set is neither re-encoded nor copied; a message that fits in one PDU (a C-FIND response
-and its identifier, a small C-STORE) goes as one PDU with two PDVs. PDUs respect the peer's
-maximum length (0: unlimited, then we still cut at `_UNLIMITED_FRAGMENT`).
+data set is neither re-encoded nor copied, and a message (a C-FIND response and its identifier,
+a small C-STORE) goes out in one system call. PDUs respect the peer's maximum length (0:
+unlimited, then we still cut at `_UNLIMITED_FRAGMENT`).
+
+The command set and the data set travel in PDUs of their own, as pynetdicom and DCMTK send
+them. PS3.8 9.3.5 allows both in one PDU (two PDVs), and that was tried: gdcmscu 3.0.21 then
+took the Pending C-FIND responses for two and waited for an identifier that had already come.
 
 Ordering and sharing the socket. Every write to an association's socket takes its send lock
 (`send_lock`): ours hold it for a whole message, pynetdicom's transport send (connection.py)
@@ -174,28 +178,16 @@ def _fragments(payload: memoryview, size: int, command: bool) -> list[tuple[int,
 
 def pdu_parts(context_id: int, command: bytes, data: bytes | memoryview | None,
               max_pdu: int) -> list[bytes | memoryview]:
-    """The P-DATA-TF PDUs of one DIMSE message as header bytes and payload slices, in order.
-
-    The command and the data set share one PDU (two PDVs) when both fit; otherwise each is
-    cut into fragments of at most `max_pdu` - 6 bytes (an even number), one PDV per PDU.
-    """
+    """The P-DATA-TF PDUs of one DIMSE message as header bytes and payload slices, in order:
+    the command set, then the data set, each cut into fragments of at most `max_pdu` - 6
+    bytes (an even number), one PDV per PDU (PS3.8 E.2)."""
     command_view = memoryview(command)
     data_view = memoryview(data).cast("B") if data is not None and len(data) else None
-    data_length = len(data_view) if data_view is not None else 0
-    whole = 6 + len(command_view) + (6 + data_length if data_view is not None else 0)
-    if max_pdu == 0 and whole <= _UNLIMITED_FRAGMENT or 0 < whole <= max_pdu:
-        parts: list[bytes | memoryview] = [
-            _PDU_HEADER.pack(0x04, 0, whole)
-            + _PDV_HEADER.pack(len(command_view) + 2, context_id, _COMMAND | _LAST),
-            command_view]
-        if data_view is not None:
-            parts += [_PDV_HEADER.pack(data_length + 2, context_id, _LAST), data_view]
-        return parts
     size = (max_pdu - 6 if max_pdu else _UNLIMITED_FRAGMENT) & ~1
     fragments = _fragments(command_view, size, True)
     if data_view is not None:
         fragments += _fragments(data_view, size, False)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for control, fragment in fragments:
         parts += [_PDU_HEADER.pack(0x04, 0, len(fragment) + 6)
                   + _PDV_HEADER.pack(len(fragment) + 2, context_id, control), fragment]
@@ -288,7 +280,8 @@ def send_primitive(assoc: Any, primitive: Any, context_id: int,
 
 class FindResponses:
     """The Pending responses of one C-FIND, sent the fast way: the command set is the same for
-    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom."""
+    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom; command
+    and identifier in one system call."""
 
     def __init__(self, event: Any):
         self.assoc = event.assoc
