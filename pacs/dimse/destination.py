@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from io import BytesIO
 from typing import Any
 
 from pynetdicom import AE
@@ -44,6 +43,7 @@ from pacs.dimse.pynetdicom_internals import (
     next_message,
     park_reactor,
     raw_socket,
+    send_primitive,
     unpark_reactor,
 )
 from pacs.dimse.tls import tls_client_context
@@ -76,12 +76,14 @@ class AssociationLink:
         self._message_id = self._message_id % 65535 + 1
         return self._message_id
 
-    def store(self, context: AcceptedContext, sop_instance_uid: str, data_set: bytes,
-              priority: int = 2, originator: Originator | None = None,
+    def store(self, context: AcceptedContext, sop_instance_uid: str,
+              data_set: bytes | memoryview, priority: int = 2,
+              originator: Originator | None = None,
               while_waiting: Callable[[], None] | None = None) -> StoreResult:
         """Send one C-STORE request with `data_set` as its bytes; wait for its response.
 
-        `while_waiting` runs once the request is on its way (the peer is busy storing).
+        The bytes go straight from `data_set` to the socket (the send fast path) when it is
+        open. `while_waiting` runs once the request is on its way (the peer is busy storing).
         """
         request = C_STORE()
         request.MessageID = self._next_message_id()
@@ -91,9 +93,8 @@ class AssociationLink:
         if originator is not None:
             request.MoveOriginatorApplicationEntityTitle = originator.ae_title
             request.MoveOriginatorMessageID = originator.message_id
-        request.DataSet = BytesIO(data_set)
         try:
-            self.assoc.dimse.send_msg(request, context.context_id)
+            send_primitive(self.assoc, request, context.context_id, data_set)
             if while_waiting is not None:
                 while_waiting()
             return self._await_response(request.MessageID)

@@ -31,7 +31,7 @@ from pynetdicom.dsutils import encode
 
 from pacs.dimse.destination import RequesterLink, open_destination
 from pacs.dimse.events import calling_ae, peer, record_operation, require_permission
-from pacs.dimse.pynetdicom_internals import association_alive, drop_response
+from pacs.dimse.pynetdicom_internals import association_alive, drop_response, send_primitive
 from pacs.model.levels import model_for_sop_class
 from pacs.model.retrieve_identifier import RetrieveRequest, parse_retrieve_identifier
 from pacs.model.status import DicomError, RetrieveStatus
@@ -69,7 +69,11 @@ class Responder:
         self.fields: dict[str, Any] = {}
         # A drop left over from an earlier request whose trailing response never came.
         drop_response(self.assoc, None)
-        self._send = self.assoc.dimse.send_msg
+
+    def _send(self, response: Any, context_id: int) -> None:
+        # Straight to the socket when it is open: on a C-GET these responses and the C-STOREs
+        # share the association, and go out in the order they are made.
+        send_primitive(self.assoc, response, context_id)
 
     def _primitive(self, status: int) -> Any:
         response = self.primitive_class()

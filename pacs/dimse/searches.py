@@ -2,8 +2,14 @@
 responses from a search's cursor, C-CANCEL checked between them, the final status, and one
 operation record after the cursor is closed.
 
-Room: dimse/. Imports dimse/events and model/status; the Query/Retrieve handler (dimse/find)
-and the worklist handler (dimse/worklist) open their searches and hand them here.
+Room: dimse/. Imports dimse/events, dimse/pynetdicom_internals (the send fast path) and
+model/status; the Query/Retrieve handler (dimse/find) and the worklist handler (dimse/worklist)
+open their searches and hand them here.
+
+Pending responses go straight to the socket (`FindResponses`: one command set per C-FIND, each
+identifier encoded once, command and identifier in one system call) and are not yielded to
+pynetdicom, which then sends only the final status; when the fast path is closed (TLS,
+something queued) a response is yielded for pynetdicom to send, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pacs.dimse.events import (
     status_dataset,
     wait_until_sent,
 )
+from pacs.dimse.pynetdicom_internals import FindResponses
 from pacs.model.status import DicomError
 
 
@@ -79,8 +86,17 @@ def _responses(event: Any, statuses: type[IntEnum],
             wait_until_sent(event)
             return bool(event.is_cancelled)
 
+        fast = FindResponses(event)
         for response in search.responses(is_cancelled):
-            yield search.pending_status, response
+            try:
+                sent = fast.send(search.pending_status, response)
+            except OSError as exc:  # the connection broke under a response
+                log.warning("%s from %s: connection lost after %d %s: %s", what, peer(event),
+                            fields["matches"], unit, exc)
+                yield status_dataset(statuses["UNABLE_TO_PROCESS"], "connection lost"), None
+                return
+            if not sent:
+                yield search.pending_status, response
             fields["matches"] += 1
         if search.cancelled:
             log.info("%s from %s cancelled after %d %s", what, peer(event), fields["matches"],

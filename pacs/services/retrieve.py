@@ -261,6 +261,11 @@ class StoredInstance:
         """The data set bytes exactly as stored, without preamble and File Meta Information."""
         return self.content[self.dataset_offset:]
 
+    @property
+    def data_view(self) -> memoryview:
+        """The data set bytes as stored, as a view of the file's content (no copy)."""
+        return memoryview(self.content)[self.dataset_offset:]
+
 
 def read_instance(archive: Archive, record: InstanceRecord) -> StoredInstance:
     """Read an instance's file and check it is the one indexed (size and SHA-256)."""

@@ -60,8 +60,9 @@ class StoreLink(Protocol):
     def accepted(self) -> Sequence[AcceptedContext]:
         """The contexts on which we may send C-STORE requests."""
 
-    def store(self, context: AcceptedContext, sop_instance_uid: str, data_set: bytes,
-              priority: int = 2, originator: Originator | None = None,
+    def store(self, context: AcceptedContext, sop_instance_uid: str,
+              data_set: bytes | memoryview, priority: int = 2,
+              originator: Originator | None = None,
               while_waiting: Callable[[], None] | None = None) -> StoreResult:
         """Send one instance and wait for its answer."""
 
@@ -147,7 +148,9 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
                     link.description, uid, record.sop_class_uid, stored.transfer_syntax_uid)
         retrieval.record(record, Outcome.FAILED)
         return
-    data_set, decompressed = stored.data_set, False
+    # The stored bytes go out as a view (no copy); a conversion makes new bytes.
+    data_set: bytes | memoryview = stored.data_view
+    decompressed = False
     if delivery.convert:
         try:
             converted = convert(stored, delivery.context.transfer_syntax_uid)

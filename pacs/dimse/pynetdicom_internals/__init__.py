@@ -1,9 +1,10 @@
 """Every pynetdicom internal that minipacs replaces or tunes, named in this one package.
 
 Room: dimse/. Imports pynetdicom, its private names included (this package is where they may
-appear), the standard library and its own two modules: `connection` (transport, DUL, state
-machine, logging), `messages` (DIMSE, reactor parking, servers) and `reactors` (the
-event-driven DUL loop and association reactor). The rest of dimse/ calls
+appear), the standard library and its own modules: `connection` (transport, DUL, state
+machine, logging), `messages` (DIMSE, reactor parking, servers), `reactors` (the
+event-driven DUL loop and association reactor) and `sending` (the send fast path). The rest
+of dimse/ calls
 the functions exported here instead of touching pynetdicom's private attributes. Written for,
 and checked at import against, one pynetdicom version (`PINNED_VERSION`, pinned in
 setup.cfg), before anything is subclassed; tests/test_pynetdicom_internals.py fails when a
@@ -32,6 +33,10 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
+  responses go straight to the socket (PDU headers built per fragment, payload as
+  memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
+  writes take too; pynetdicom's path stays the fallback (TLS, anything queued).
 - TLS (`DeferredHandshakeServer`): the handshake happens in the connection's own thread,
   bounded by the ACSE timeout, not in the accepting thread, where one silent client stopped
   every other TLS client from being accepted.
@@ -64,7 +69,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
                            "stop_dul", "idle_timer_expired"),
     "StateMachine": ("do_action", "current_state", "dul"),
     "DIMSEServiceProvider": ("receive_primitive", "send_msg", "get_msg", "message", "msg_queue",
-                             "dul"),
+                             "dul", "maximum_pdu_size"),
     "DIMSEMessage": ("context_id", "_data_set_file"),
     "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
     "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc", "_is_connected"),
@@ -78,12 +83,13 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "ServiceUser": ("ae_title", "address_info", "primitive"),
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
+    "fsm module": ("ACTIONS", "DT_1"),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
     ("Evt17", "Sta2"): "AA-5", ("Evt18", "Sta2"): "AA-2", ("Evt19", "Sta2"): "AA-1",
     ("Evt17", "Sta6"): "AA-4", ("Evt19", "Sta6"): "AA-8",
-    ("Evt17", "Sta13"): "AR-5", ("Evt18", "Sta13"): "AA-2",
+    ("Evt17", "Sta13"): "AR-5", ("Evt18", "Sta13"): "AA-2", ("Evt9", "Sta6"): "DT-1",
 }
 
 
@@ -99,7 +105,7 @@ def _probes() -> dict[str, Any]:
         "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
         "ACSE": association.acse,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
-        "ThreadedAssociationServer": ThreadedAssociationServer,
+        "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
     }
 
 
@@ -145,6 +151,13 @@ from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     unpark_reactor,
 )
 from pacs.dimse.pynetdicom_internals.reactors import install_reactor_hooks  # noqa: E402
+from pacs.dimse.pynetdicom_internals.sending import (  # noqa: E402
+    FindResponses,
+    encode_command,
+    install_sending_hooks,
+    send_message,
+    send_primitive,
+)
 
 __all__ = [
     "PDU_LENGTH_LIMIT", "PINNED_VERSION", "DeferredHandshakeServer",
@@ -152,11 +165,16 @@ __all__ = [
     "close_transport", "describe", "drop_response", "next_message", "outgoing_pending",
     "park_reactor", "raw_socket", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
+    "FindResponses", "encode_command", "send_message", "send_primitive",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Log the association's identity, not every PDU.
 _config.LOG_HANDLER_LEVEL = "none"
+# pynetdicom walks every response identifier for a debug line nobody prints (~150 us each).
+_config.LOG_RESPONSE_IDENTIFIERS = False
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
-             *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks())
+             "_config.LOG_RESPONSE_IDENTIFIERS",
+             *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks(),
+             *install_sending_hooks())

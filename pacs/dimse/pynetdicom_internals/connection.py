@@ -22,6 +22,7 @@ from pynetdicom.pdu_primitives import A_P_ABORT
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from pacs.dimse.pynetdicom_internals.reactors import EventDrivenDUL, end_broken_connection
+from pacs.dimse.pynetdicom_internals.sending import send_lock
 
 log = logging.getLogger("pacs.server")
 
@@ -101,7 +102,8 @@ def _bounded_send(self: AssociationSocket, bytestream: bytes) -> None:
     timeout = self.assoc.network_timeout
     if self.socket is not None and self.socket.gettimeout() != timeout:
         self.socket.settimeout(timeout)
-    _pynetdicom_send(self, bytestream)
+    with send_lock(self.assoc):  # shared with the send fast path (sending.py)
+        _pynetdicom_send(self, bytestream)
 
 
 def _discard_readable(sock: Any) -> bool:

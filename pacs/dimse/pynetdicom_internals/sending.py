@@ -1,0 +1,319 @@
+"""The send fast path: DIMSE messages written straight to the association's socket, bypassing
+pynetdicom's DIMSE/DUL queues (see the package docstring for why those cost what they do).
+
+Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), pydicom,
+the standard library and (late: it imports this module) pynetdicom_internals.connection;
+nothing else of ours.
+
+What it does (PS3.8 9.3.5 P-DATA-TF, Annex E fragmentation; PS3.7 6.3.1 and Annex E command
+sets): the command set is encoded once (Implicit VR Little Endian, Command Group Length first);
+each P-DATA-TF PDU header and PDV header is built as a few bytes and the payload goes out as
+memoryview slices with `socket.sendmsg` (several PDUs per call, partial sends resumed), so the
+data set is neither re-encoded nor copied, and a message (a C-FIND response and its identifier,
+a small C-STORE) goes out in one system call. PDUs respect the peer's maximum length (0:
+unlimited, then we still cut at `_UNLIMITED_FRAGMENT`).
+
+The command set and the data set travel in PDUs of their own, as pynetdicom and DCMTK send
+them. PS3.8 9.3.5 allows both in one PDU (two PDVs), and that was tried: gdcmscu 3.0.21 then
+took the Pending C-FIND responses for two and waited for an identifier that had already come.
+
+Ordering and sharing the socket. Every write to an association's socket takes its send lock
+(`send_lock`): ours hold it for a whole message, pynetdicom's transport send (connection.py)
+for each PDU, and its DT-1 action (Sta6 + Evt9: send a queued P-DATA) from taking the P-DATA
+off its queue until it is written, so "nothing queued" seen under the lock means nothing of
+pynetdicom's is half-sent. A message goes the fast way only when the association is
+established (Sta6) and pynetdicom's outgoing queue is empty; otherwise `send_message` returns
+False and the caller queues it the pynetdicom way, behind what is queued, keeping the order.
+
+TLS: the fast path declines. An OpenSSL connection must not be used by two threads at once,
+and pynetdicom's DUL thread reads the socket whenever it is readable (CPython crashes in
+concurrent SSLSocket send/recv are documented); on TLS every write stays in the DUL thread.
+"""
+
+from __future__ import annotations
+
+import ssl
+import struct
+import threading
+from collections.abc import Sequence
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import fsm as _fsm_module
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.dsutils import encode
+
+# --- the per-association send lock ----------------------------------------------------------------
+
+_LOCKS_LOCK = threading.Lock()
+_LOCK_ATTRIBUTE = "pacs_send_lock"
+
+
+def send_lock(assoc: Any) -> threading.RLock:
+    """The association's send lock (made on first use); reentrant, because pynetdicom's DT-1
+    action holds it while its transport send takes it again."""
+    lock = getattr(assoc, _LOCK_ATTRIBUTE, None)
+    if lock is None:
+        with _LOCKS_LOCK:
+            lock = getattr(assoc, _LOCK_ATTRIBUTE, None)
+            if lock is None:
+                lock = threading.RLock()
+                setattr(assoc, _LOCK_ATTRIBUTE, lock)
+    return lock
+
+
+_pynetdicom_dt_1 = _fsm_module.DT_1
+
+
+def _locked_dt_1(dul: Any) -> str:
+    """PS3.8 DT-1 (send a queued P-DATA-TF), holding the send lock from taking the P-DATA off
+    the queue until it is written."""
+    with send_lock(dul.assoc):
+        return str(_pynetdicom_dt_1(dul))
+
+
+# --- command sets (PS3.7 Annex E), Implicit VR Little Endian --------------------------------------
+
+# Command elements we write: keyword -> (element number in group 0000, VR).
+_COMMAND_ELEMENTS: dict[str, tuple[int, str]] = {
+    "AffectedSOPClassUID": (0x0002, "UI"),
+    "CommandField": (0x0100, "US"),
+    "MessageID": (0x0110, "US"),
+    "MessageIDBeingRespondedTo": (0x0120, "US"),
+    "MoveDestination": (0x0600, "AE"),
+    "Priority": (0x0700, "US"),
+    "CommandDataSetType": (0x0800, "US"),
+    "Status": (0x0900, "US"),
+    "OffendingElement": (0x0901, "AT"),
+    "ErrorComment": (0x0902, "LO"),
+    "ErrorID": (0x0903, "US"),
+    "AffectedSOPInstanceUID": (0x1000, "UI"),
+    "NumberOfRemainingSuboperations": (0x1020, "US"),
+    "NumberOfCompletedSuboperations": (0x1021, "US"),
+    "NumberOfFailedSuboperations": (0x1022, "US"),
+    "NumberOfWarningSuboperations": (0x1023, "US"),
+    "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
+    "MoveOriginatorMessageID": (0x1031, "US"),
+}
+NO_DATA_SET = 0x0101  # Command Data Set Type: no data set follows (PS3.7 E.1-1)
+DATA_SET_PRESENT = 0x0001  # any other value means one follows; pynetdicom and DCMTK use 1
+
+
+def _value_bytes(vr: str, value: Any) -> bytes:
+    if vr == "US":
+        return struct.pack("<H", int(value))
+    if vr == "AT":
+        tags = value if isinstance(value, (list, tuple)) else [value]
+        return b"".join(struct.pack("<HH", int(tag) >> 16, int(tag) & 0xFFFF) for tag in tags)
+    text = str(value).encode("ascii", "replace")
+    if len(text) % 2:
+        text += b"\x00" if vr == "UI" else b" "
+    return text
+
+
+def encode_command(fields: dict[str, Any]) -> bytes:
+    """A command set from keyword -> value (None: absent), Command Group Length first."""
+    elements = sorted((_COMMAND_ELEMENTS[keyword], value) for keyword, value in fields.items()
+                      if value is not None)
+    body = b"".join(struct.pack("<HHI", 0x0000, number, len(data)) + data
+                    for (number, vr), value in elements
+                    for data in (_value_bytes(vr, value),))
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def _encode_command_dataset(command: Dataset) -> bytes:
+    """A pydicom command set, encoded with a fresh Command Group Length."""
+    rest = Dataset()
+    for element in command:
+        if element.tag != 0x00000000:
+            rest.add(element)
+    body = bytes(encode(rest, True, True) or b"")
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+
+
+# DIMSE primitive class -> (request Command Field, the keyword of its data set parameter).
+_PRIMITIVES: dict[type, tuple[int, str]] = {
+    C_STORE: (0x0001, "DataSet"), C_GET: (0x0010, "Identifier"),
+    C_FIND: (0x0020, "Identifier"), C_MOVE: (0x0021, "Identifier"),
+}
+_RESPONSE_BIT = 0x8000
+
+
+def primitive_command(primitive: Any, has_data: bool) -> bytes | None:
+    """The command set of a C-STORE/C-FIND/C-GET/C-MOVE primitive (None: another kind)."""
+    known = _PRIMITIVES.get(type(primitive))
+    if known is None:
+        return None
+    is_response = primitive.MessageIDBeingRespondedTo is not None
+    fields = {keyword: getattr(primitive, keyword, None) for keyword in _COMMAND_ELEMENTS
+              if keyword not in ("CommandField", "CommandDataSetType")}
+    if is_response:
+        fields["MessageID"] = fields["Priority"] = fields["MoveDestination"] = None
+        fields["AffectedSOPInstanceUID"] = (fields["AffectedSOPInstanceUID"]
+                                            if isinstance(primitive, C_STORE) else None)
+    else:
+        fields["MessageIDBeingRespondedTo"] = fields["Status"] = None
+    fields["CommandField"] = known[0] | (_RESPONSE_BIT if is_response else 0)
+    fields["CommandDataSetType"] = DATA_SET_PRESENT if has_data else NO_DATA_SET
+    return encode_command(fields)
+
+
+# --- P-DATA-TF PDUs -------------------------------------------------------------------------------
+
+_PDU_HEADER = struct.Struct(">BBI")  # PDU type 04H, reserved, PDU length
+_PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, control header
+_COMMAND, _LAST = 0x01, 0x02  # message control header bits (PS3.8 E.2)
+_UNLIMITED_FRAGMENT = 1 << 20  # fragment size when the peer announced no maximum
+_PARTS_PER_CALL = 256  # iovecs per sendmsg call, well under Linux's IOV_MAX of 1024
+
+
+def _fragments(payload: memoryview, size: int, command: bool) -> list[tuple[int, memoryview]]:
+    """(control header, slice) fragments of one command set or data set."""
+    base = _COMMAND if command else 0
+    count = max(1, -(-len(payload) // size))
+    return [(base | (_LAST if index == count - 1 else 0),
+             payload[index * size:(index + 1) * size]) for index in range(count)]
+
+
+def pdu_parts(context_id: int, command: bytes, data: bytes | memoryview | None,
+              max_pdu: int) -> list[bytes | memoryview]:
+    """The P-DATA-TF PDUs of one DIMSE message as header bytes and payload slices, in order:
+    the command set, then the data set, each cut into fragments of at most `max_pdu` - 6
+    bytes (an even number), one PDV per PDU (PS3.8 E.2)."""
+    command_view = memoryview(command)
+    data_view = memoryview(data).cast("B") if data is not None and len(data) else None
+    size = (max_pdu - 6 if max_pdu else _UNLIMITED_FRAGMENT) & ~1
+    fragments = _fragments(command_view, size, True)
+    if data_view is not None:
+        fragments += _fragments(data_view, size, False)
+    parts: list[bytes | memoryview] = []
+    for control, fragment in fragments:
+        parts += [_PDU_HEADER.pack(0x04, 0, len(fragment) + 6)
+                  + _PDV_HEADER.pack(len(fragment) + 2, context_id, control), fragment]
+    return parts
+
+
+def _write_all(sock: Any, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every part with sendmsg, resuming after partial sends (slices, not copies)."""
+    views = [memoryview(part) for part in parts]
+    index = 0
+    while index < len(views):
+        sent = sock.sendmsg(views[index:index + _PARTS_PER_CALL])
+        while sent and index < len(views):
+            length = len(views[index])
+            if sent >= length:
+                sent -= length
+                index += 1
+            else:
+                views[index] = views[index][sent:]
+                sent = 0
+
+
+# --- sending --------------------------------------------------------------------------------------
+
+def _usable_socket(assoc: Any) -> Any:
+    """The plain socket to write on, or None when the fast path must not be taken."""
+    dul = assoc.dul
+    transport = getattr(dul, "socket", None)
+    sock = getattr(transport, "socket", None)
+    if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+        return None
+    if dul.state_machine.current_state != "Sta6" or dul.to_provider_queue.queue:
+        return None
+    return sock
+
+
+def send_message(assoc: Any, context_id: int, command: Dataset | bytes,
+                 data: bytes | memoryview | None = None) -> bool:
+    """Send one DIMSE message on an established association, straight to its socket.
+
+    `command` is an encoded command set (see `encode_command`) or a pydicom one; `data` the
+    data set bytes as they go on the wire (already in the context's transfer syntax). Returns
+    False, having sent nothing, when the fast path is not open (not Sta6, TLS, pynetdicom has
+    messages queued): send it the pynetdicom way then. Raises OSError when the connection
+    fails mid-message; the DUL is told the connection closed (Evt17), as pynetdicom's own
+    send does.
+    """
+    encoded = command if isinstance(command, (bytes, bytearray)) else (
+        _encode_command_dataset(command))
+    max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+    if 0 < max_pdu <= 8:
+        return False
+    parts = pdu_parts(context_id, bytes(encoded), data, max_pdu)
+    dul = assoc.dul
+    with send_lock(assoc):
+        sock = _usable_socket(assoc)
+        if sock is None:
+            return False
+        timeout = assoc.network_timeout
+        try:
+            if sock.gettimeout() != timeout:
+                sock.settimeout(timeout)
+            _write_all(sock, parts)
+        except OSError as exc:
+            # Imported here: connection.py imports this module for `send_lock`.
+            from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
+            note_problem(dul, f"sending a DIMSE message failed: {exception_text(exc)}")
+            dul.event_queue.put("Evt17")  # PS3.8: transport connection closed
+            raise
+    # The peer hears from us: network activity, as for pynetdicom's own sends (HardenedDIMSE).
+    dul._idle_timer.restart()
+    return True
+
+
+def send_primitive(assoc: Any, primitive: Any, context_id: int,
+                   data: bytes | memoryview | None = None) -> None:
+    """Send a C-STORE/C-FIND/C-GET/C-MOVE primitive the fast way when it is open, else through
+    pynetdicom's DIMSE provider. `data` (when given) replaces the primitive's data set."""
+    if data is None:
+        keyword = _PRIMITIVES.get(type(primitive), (0, ""))[1]
+        stream = getattr(primitive, keyword, None) if keyword else None
+        data = stream.getvalue() if isinstance(stream, BytesIO) else None
+    command = primitive_command(primitive, bool(data))
+    if command is not None and send_message(assoc, context_id, command, data):
+        return
+    if data is not None and isinstance(primitive, C_STORE):
+        primitive.DataSet = BytesIO(bytes(data))
+    assoc.dimse.send_msg(primitive, context_id)
+
+
+class FindResponses:
+    """The Pending responses of one C-FIND, sent the fast way: the command set is the same for
+    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom; command
+    and identifier in one system call."""
+
+    def __init__(self, event: Any):
+        self.assoc = event.assoc
+        self.context_id = int(event.context.context_id)
+        syntax = event.context.transfer_syntax
+        self._encoding = (syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        self._fields = {
+            "AffectedSOPClassUID": str(event.request.AffectedSOPClassUID),
+            "CommandField": 0x8020, "CommandDataSetType": DATA_SET_PRESENT,
+            "MessageIDBeingRespondedTo": int(event.request.MessageID),
+        }
+        self._commands: dict[int, bytes] = {}
+
+    def send(self, status: int, identifier: Dataset) -> bool:
+        """Send one Pending response; False when it must go pynetdicom's way instead."""
+        command = self._commands.get(status)
+        if command is None:
+            command = self._commands[status] = encode_command({**self._fields,
+                                                               "Status": int(status)})
+        if _usable_socket(self.assoc) is None:
+            return False  # checked first, so nothing is encoded twice
+        try:
+            data = encode(identifier, *self._encoding)
+        except Exception:  # noqa: BLE001 - pynetdicom encodes it again and answers 0xC312
+            return False
+        if not data:
+            return False
+        return send_message(self.assoc, self.context_id, command, data)
+
+
+def install_sending_hooks() -> tuple[str, ...]:
+    """Put the locked DT-1 action in place; what it replaces, for the record."""
+    description, _action, next_state = _fsm_module.ACTIONS["DT-1"]
+    _fsm_module.ACTIONS["DT-1"] = (description, _locked_dt_1, next_state)
+    return ("fsm.ACTIONS['DT-1']",)
