@@ -155,6 +155,8 @@ class EventDrivenDUL(DULServiceProvider):
             try:
                 event = self.event_queue.get_nowait()
             except queue.Empty:
+                if self.state_machine.current_state == "Sta13" and self._socket_open():
+                    continue  # PS3.8 Sta13: read what is left, and close once the peer is quiet
                 readable = self._sleep()
                 continue
             self.state_machine.do_action(event)
@@ -172,12 +174,16 @@ class EventDrivenDUL(DULServiceProvider):
             and artim._end_time is None
         return max(0.0, min(artim.remaining, LONGEST_SLEEP)) if running else LONGEST_SLEEP
 
+    def _open_socket(self) -> Any:
+        transport = self.socket
+        return transport.socket if transport is not None and transport._is_connected else None
+
+    def _socket_open(self) -> bool:
+        return self._open_socket() is not None
+
     def _sleep(self) -> bool:
         """Block until the socket is readable (True), work is queued, or ARTIM expires."""
-        transport = self.socket
-        sock = None
-        if transport is not None and transport._is_connected:
-            sock = transport.socket
+        sock = self._open_socket()
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True  # decrypted bytes select() cannot see
         watched: list[Any] = [self.wake_up] if sock is None else [self.wake_up, sock]
