@@ -291,6 +291,18 @@ def _kill_and_ring(self: Association) -> None:
     _pynetdicom_kill(self)
 
 
+_pynetdicom_serve_request = Association._serve_request
+
+
+def _serve_request_then_ring(self: Association, message: Any, context_id: int) -> None:
+    """Association._serve_request; served outside the reactor (pynetdicom serves an
+    N-EVENT-REPORT in a thread of its own, which clears `_is_paused` as it ends), it wakes the
+    reactor to set `_is_paused` again, or a `release` waiting for it would wait for good."""
+    _pynetdicom_serve_request(self, message, context_id)
+    if threading.current_thread() is not self:
+        doorbell(self).set()
+
+
 def ring_doorbell(assoc: Any) -> None:
     """Wake the association's reactor (after clearing its checkpoint: it parks there)."""
     doorbell(assoc).set()
@@ -301,4 +313,5 @@ def install_reactor_hooks() -> tuple[str, ...]:
     (The DUL is replaced through the class HardenedDUL derives from.)"""
     Association._run_reactor = run_association_reactor  # type: ignore[method-assign]
     Association.kill = _kill_and_ring  # type: ignore[method-assign]
-    return ("Association._run_reactor", "Association.kill")
+    Association._serve_request = _serve_request_then_ring  # type: ignore[method-assign]
+    return ("Association._run_reactor", "Association.kill", "Association._serve_request")
