@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pynetdicom
 import pytest
-from pynetdicom import AE, fsm
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, dimse_messages, fsm
 from pynetdicom.association import Association
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.dsutils import create_file_meta
+from pynetdicom.transport import AssociationServer, AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
-from pacs.dimse.pynetdicom_internals import connection, messages, reactors
+from pacs.dimse.pynetdicom_internals import connection, messages, reactors, receiving
 
 REPO = Path(__file__).resolve().parent.parent
 INTERNALS = REPO / "pacs" / "dimse" / "pynetdicom_internals"
@@ -90,3 +93,37 @@ class _Without:
         if name == self._missing:
             raise AttributeError(name)
         return getattr(self._original, name)
+
+
+# PS3.10 7.1: the File Meta Information of a received file, encoded without pydicom, is the
+# bytes pydicom writes, for UIDs of odd and even length and every transfer syntax we accept.
+@pytest.mark.parametrize("sop_instance_uid", ["1.2.3.4", "1.2.3.45", "1." + "2" * 62])
+@pytest.mark.parametrize("transfer_syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
+                                             "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1.99"])
+def test_received_file_meta_is_what_pydicom_writes(sop_instance_uid: str,
+                                                   transfer_syntax: str) -> None:
+    values = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=sop_instance_uid,
+                  transfer_syntax=transfer_syntax)
+    ours, theirs = DicomBytesIO(), DicomBytesIO()
+    receiving.write_file_meta(ours, receiving.file_meta_values(**values))
+    write_file_meta_info(theirs, create_file_meta(**values))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_received_file_meta_with_a_value_pydicom_encodes_otherwise_is_left_to_pydicom() -> None:
+    values = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3\u00e9",
+                  transfer_syntax="1.2.840.10008.1.2.1")
+    assert receiving.encode_file_meta(receiving.file_meta_values(**values)) is None
+    ours, theirs = DicomBytesIO(), DicomBytesIO()
+    receiving.write_file_meta(ours, receiving.file_meta_values(**values))
+    write_file_meta_info(theirs, create_file_meta(**values))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_received_files_get_their_file_meta_from_our_encoder() -> None:
+    assert dimse_messages.create_file_meta is receiving.file_meta_values
+    assert dimse_messages.write_file_meta_info is receiving.write_file_meta
+
+
+def test_accept_loop_forces_no_garbage_collection() -> None:
+    assert AssociationServer.service_actions is connection._no_forced_collection

@@ -1,6 +1,6 @@
 """C-ECHO and C-STORE handlers: permission, the size limit, then services/store.
 
-Room: dimse/. Imports services/ and model/status.
+Room: dimse/. Imports services/, model/status and dimse (events, pynetdicom_internals).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pacs.dimse.events import (
     require_permission,
     status_dataset,
 )
+from pacs.dimse.pynetdicom_internals import received_digest
 from pacs.model.status import DicomError, EchoStatus, StoreStatus
 from pacs.services.context import Services
 
@@ -51,6 +52,7 @@ def handle_store(event: Any, services: Services) -> Dataset:
     request = event.request
     command_class = str(request.AffectedSOPClassUID)
     command_instance = str(request.AffectedSOPInstanceUID)
+    received = received_digest(event.assoc, event.dataset_path)  # taken first: no leftovers
     try:
         require_permission(event, services, "store", StoreStatus.NOT_AUTHORIZED)
         size = _check_size(event, services)
@@ -60,6 +62,7 @@ def handle_store(event: Any, services: Services) -> Dataset:
             expected_sop_class_uid=command_class,
             expected_sop_instance_uid=command_instance,
             source_ae=calling_ae(event),
+            received=received,
         )
     except DicomError as error:
         record_operation(event, services, "C-STORE", error.status, started,

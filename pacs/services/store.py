@@ -39,6 +39,7 @@ from pacs.archive.files import (
     StoredFile,
     is_valid_uid,
     sync_and_hash,
+    sync_received,
 )
 from pacs.index.database import Index
 from pacs.index.records import IndexEntry, IndexUnavailable
@@ -171,11 +172,13 @@ class Ingestor:
         expected_sop_instance_uid: str | None = None,
         source_ae: str = "",
         expected_study_instance_uid: str | None = None,
+        received: tuple[str, int] | None = None,
     ) -> StoreResult:
         """Store the Part 10 file at `source` (moved into the archive when on its disk).
 
         `expected_*` are the UIDs of the C-STORE command (or of a STOW-RS request's study),
-        which the data set must carry.
+        which the data set must carry. `received` is the (SHA-256 hex, size) of the file as its
+        receiver wrote it, so it is not read back for the hash.
         Returns only once the file and its index row are durable (see services/commit.py).
         """
         try:
@@ -185,7 +188,7 @@ class Ingestor:
                                       expected_study_instance_uid, source_ae)
                 if isinstance(checked, StoreResult):
                     return checked
-                content = self._sync(handle) if self.archive.can_rename(handle) else None
+                content = self._sync(handle, received) if self.archive.can_rename(handle) else None
         except OSError as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES, f"cannot read data set: {exc}") from None
         sop_instance = checked.sop_instance_uid
@@ -263,9 +266,9 @@ class Ingestor:
         return _Checked(dataset, layout, sop_class, sop_instance, study_uid, series_uid)
 
     @staticmethod
-    def _sync(handle: BinaryIO) -> Content:
+    def _sync(handle: BinaryIO, received: tuple[str, int] | None) -> Content:
         try:
-            return sync_and_hash(handle)
+            return sync_received(handle, *received) if received else sync_and_hash(handle)
         except OSError as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES,
                              f"cannot write data set: {exc.strerror or exc}") from None

@@ -3,12 +3,11 @@
 Room: dimse/. Imports pynetdicom, its private names included (this package is where they may
 appear), the standard library and its own modules: `connection` (transport, DUL, state
 machine, logging), `messages` (DIMSE, reactor parking, servers), `reactors` (the
-event-driven DUL loop and association reactor) and `sending` (the send fast path). The rest
-of dimse/ calls
-the functions exported here instead of touching pynetdicom's private attributes. Written for,
-and checked at import against, one pynetdicom version (`PINNED_VERSION`, pinned in
-setup.cfg), before anything is subclassed; tests/test_pynetdicom_internals.py fails when a
-name used here moves.
+event-driven DUL loop and association reactor), `receiving` and `sending` (the receive and
+send fast paths). The rest of dimse/ calls the functions exported here instead of touching
+pynetdicom's private attributes. Written for, and checked at import against, one pynetdicom
+version (`PINNED_VERSION`, pinned in setup.cfg), before anything is subclassed;
+tests/test_pynetdicom_internals.py fails when a name used here moves.
 
 What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Configuration: received data sets stream to files (`_config`), and no per-PDU logging.
@@ -33,6 +32,9 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- Receiving (`receiving`): a C-STORE request's data set fragments go from one reused buffer
+  straight into its file, hashed as they arrive (the store pipeline takes that hash instead
+  of reading the file back); every other PDU, and TLS, is pynetdicom's.
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
   responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
@@ -50,6 +52,7 @@ from typing import Any
 import pynetdicom
 from pynetdicom import AE, _config
 from pynetdicom import association as _association_module
+from pynetdicom import dimse_messages as _dimse_messages_module
 from pynetdicom import fsm as _fsm_module
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
@@ -73,7 +76,8 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "DIMSEMessage": ("context_id", "_data_set_file"),
     "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
     "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc", "_is_connected"),
-    "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request"),
+    "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request",
+                                  "service_actions"),
     "RequestHandler": ("handle", "ae"),
     "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
                     "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor", "_run_reactor",
@@ -84,6 +88,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
+    "dimse_messages module": ("create_file_meta", "write_file_meta_info"),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
@@ -106,6 +111,7 @@ def _probes() -> dict[str, Any]:
         "ACSE": association.acse,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
+        "dimse_messages module": _dimse_messages_module,
     }
 
 
@@ -136,6 +142,7 @@ from pacs.dimse.pynetdicom_internals.connection import (  # noqa: E402
     describe,
     install_connection_hooks,
     raw_socket,
+    received_digest,
 )
 from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     SharedContexts,
@@ -151,6 +158,7 @@ from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     unpark_reactor,
 )
 from pacs.dimse.pynetdicom_internals.reactors import install_reactor_hooks  # noqa: E402
+from pacs.dimse.pynetdicom_internals.receiving import install_receiving_hooks  # noqa: E402
 from pacs.dimse.pynetdicom_internals.sending import (  # noqa: E402
     FindResponses,
     encode_command,
@@ -163,7 +171,7 @@ __all__ = [
     "PDU_LENGTH_LIMIT", "PINNED_VERSION", "DeferredHandshakeServer",
     "SharedContexts", "association_alive", "awaiting_request", "check_pynetdicom",
     "close_transport", "describe", "drop_response", "next_message", "outgoing_pending",
-    "park_reactor", "raw_socket", "register_server", "unpark_reactor",
+    "park_reactor", "raw_socket", "received_digest", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
 ]
@@ -177,4 +185,4 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
              "_config.LOG_RESPONSE_IDENTIFIERS",
              *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks(),
-             *install_sending_hooks())
+             *install_sending_hooks(), *install_receiving_hooks())

@@ -2,7 +2,8 @@
 its state machine, and its log lines (see the package docstring for what and why).
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
-standard library and pynetdicom_internals.reactors (the event-driven DUL loop it extends).
+standard library, pynetdicom_internals.reactors (the event-driven DUL loop it extends) and
+.receiving (the receive fast path).
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from pynetdicom.association import Association
 from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_P_ABORT
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import (
+    AssociationServer,
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
 
 from pacs.dimse.pynetdicom_internals.reactors import EventDrivenDUL, end_broken_connection
+from pacs.dimse.pynetdicom_internals.receiving import DataSetReceiver
 from pacs.dimse.pynetdicom_internals.sending import send_lock
 
 log = logging.getLogger("pacs.server")
@@ -48,7 +55,8 @@ def _read_timeout(dul: Any) -> float | None:
 
 def _bounded_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     """AssociationSocket.recv: refuse absurd lengths, read into one buffer (not 4 KiB at a
-    time), and give up on a peer that stops in the middle of a PDU."""
+    time), and give up on a peer that stops in the middle of a PDU. Bytes the receive fast
+    path read and handed back (`pushback`) come first."""
     dul = self.assoc.dul
     if nr_bytes > PDU_LENGTH_LIMIT:
         note_problem(dul, f"a PDU of {nr_bytes} bytes announced, over the limit of "
@@ -58,23 +66,38 @@ def _bounded_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
         raise OSError(f"peer announced a {nr_bytes}-byte PDU, over the {PDU_LENGTH_LIMIT} limit")
     buffer = bytearray(nr_bytes)
     view = memoryview(buffer)
-    received = 0
-    sock = self.socket
+    pending = getattr(dul, "pushback", b"")
+    taken = 0
+    if pending:
+        taken = min(len(pending), nr_bytes)
+        view[:taken] = pending[:taken]
+        dul.pushback = pending[taken:]
+    received = taken + receive_into(dul, view[taken:]) if taken < nr_bytes else taken
+    return buffer if received == nr_bytes else buffer[:received]
+
+
+def receive_into(dul: Any, view: memoryview) -> int:
+    """Fill `view` from the association's socket; how many bytes came (fewer: the peer
+    closed). A wait longer than the ARTIM timer (no association) or the network timeout
+    raises TimeoutError, having noted why and sent an A-ABORT where one is due."""
+    sock = dul.socket.socket
     assert sock is not None
-    while received < nr_bytes:
+    wanted = len(view)
+    received = 0
+    while received < wanted:
         timeout = _read_timeout(dul)
         if sock.gettimeout() != timeout:  # settimeout costs system calls; most reads repeat it
             sock.settimeout(timeout)
         try:
-            count = sock.recv_into(view[received:], nr_bytes - received)
+            count = sock.recv_into(view[received:], wanted - received)
         except TimeoutError:
-            _stalled(dul, f"{received} of {nr_bytes} awaited bytes, then nothing for "
+            _stalled(dul, f"{received} of {wanted} awaited bytes, then nothing for "
                           f"{timeout:g} s")
             raise
         if not count:
-            return buffer[:received]
+            break
         received += count
-    return buffer
+    return received
 
 
 def _stalled(dul: Any, what: str) -> None:
@@ -121,6 +144,13 @@ def _discard_readable(sock: Any) -> bool:
 def raw_socket(assoc: Any) -> Any:
     """The association's socket.socket (None once closed)."""
     return getattr(getattr(assoc.dul, "socket", None), "socket", None)
+
+
+def received_digest(assoc: Any, path: Any) -> tuple[str, int] | None:
+    """The (SHA-256 hex, size) the receive fast path computed for the data set file at
+    `path`, taken once; None when it did not see all of the file."""
+    receiver = getattr(assoc.dul, "receiver", None)
+    return None if receiver is None else receiver.take_digest(path)
 
 
 def close_transport(assoc: Any) -> None:
@@ -171,6 +201,9 @@ class HardenedDUL(EventDrivenDUL):
         self.abort_sent = False
         self.unframed = False  # after bytes that were not a PDU: nothing more is parsed
         self.opened = time.monotonic()
+        self.pushback = b""  # bytes of a PDU the receive fast path read, for pynetdicom to read
+        self.receiver = DataSetReceiver(self, lambda view: receive_into(self, view),
+                                        PDU_LENGTH_LIMIT)
 
     def run_reactor(self) -> None:
         """pynetdicom's loop; at its end, wake ACSE waiters and log a failure on one line."""
@@ -227,6 +260,8 @@ class HardenedDUL(EventDrivenDUL):
         return in_sta13
 
     def _read_pdu_data(self) -> None:
+        if self.receiver.receive():
+            return
         super()._read_pdu_data()
         pending = self.event_queue.queue
         if pending and pending[-1] == "Evt19":  # an unknown PDU type, or undecodable
@@ -342,13 +377,21 @@ class DeferredHandshakeServer(ThreadedAssociationServer):
         return client, address
 
 
+def _no_forced_collection(self: AssociationServer) -> None:
+    """AssociationServer.service_actions without its `gc.collect()` every 59 turns of the
+    accept loop: a full collection holds the GIL for tens of milliseconds (a few per cent of
+    a busy store's CPU, and most of an idle server's), and Python's own collector already
+    frees the cycles an ended association leaves."""
+
+
 def install_connection_hooks() -> tuple[str, ...]:
     """Put the transport, DUL and logging hooks in place; what they replace, for the record."""
     _association_module.DULServiceProvider = HardenedDUL  # type: ignore[misc]
     AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]
     AssociationSocket.send = _bounded_send  # type: ignore[method-assign]
+    AssociationServer.service_actions = _no_forced_collection  # type: ignore[method-assign]
     for name in _CONNECTION_LOGGERS:
         logging.getLogger(f"pynetdicom.{name}").addFilter(PeerErrorsOnOneLine(absorb=True))
     logging.getLogger("pynetdicom.acse").addFilter(PeerErrorsOnOneLine(absorb=False))
     return ("association.DULServiceProvider", "AssociationSocket.recv",
-            "AssociationSocket.send")
+            "AssociationSocket.send", "AssociationServer.service_actions")

@@ -2,7 +2,7 @@
 the rest of dimse/ needs them (see the package docstring for what and why).
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
-standard library, pynetdicom_internals.connection and .reactors; nothing else of ours.
+standard library, pynetdicom_internals.connection, .reactors and .sending; nothing else of ours.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 
 from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
 
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
 from pacs.dimse.pynetdicom_internals.reactors import WakingQueue, doorbell, ring_doorbell
+from pacs.dimse.pynetdicom_internals.sending import primitive_command, send_message
 
 
 def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
@@ -95,6 +97,11 @@ class HardenedDIMSE(DIMSEServiceProvider):
         # network timeout (a C-STORE under heavy load, a long C-MOVE) had its association
         # aborted by the reactor's idle check right after answering.
         self.dul._idle_timer.restart()
+        if isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None:
+            # A C-STORE response (one every store) goes the send fast path when it is open.
+            command = primitive_command(primitive, has_data=False)
+            if command is not None and send_message(self.assoc, context_id, command):
+                return
         super().send_msg(primitive, context_id)
 
     def drop_response(self, primitive_class: type | None, message_id: int = 0) -> None:
