@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from pacs.bench import report as reporting
-from pacs.bench.peers import DcmqrscpPeer, MinipacsPeer, OrthancPeer, Peer, make_peers
+from pacs.bench.peers import (
+    DcmqrscpPeer,
+    MinipacsPeer,
+    OrthancPeer,
+    Peer,
+    SelectionError,
+    make_peers,
+    parse_peer_selection,
+)
 from pacs.bench.procs import (
     ProcessRegistry,
     established_connections,
@@ -98,22 +106,15 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     """Measure every peer in turn; print the Markdown table, write the JSON if asked."""
-    names = [name.strip() for name in arguments.peers.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ALL_PEERS]
-    if unknown or not names:
-        print(f"bench idle: --peers: unknown {', '.join(unknown) or '(none given)'}; choose "
-              f"from {','.join(ALL_PEERS)}", file=sys.stderr)
-        return 2
     try:
-        sources = [(label, Path(folder).resolve()) for label, folder in
-                   (item.split("=", 1) for item in arguments.minipacs_from)]
-    except ValueError:
-        print("bench idle: --minipacs-from takes LABEL=DIR", file=sys.stderr)
+        names, sources = parse_peer_selection(arguments.peers, arguments.minipacs_from,
+                                              ALL_PEERS)
+    except SelectionError as error:
+        print(f"bench idle: {error}", file=sys.stderr)
         return 2
-    if arguments.associations < 1 or arguments.seconds <= 0 or arguments.settle < 0 or any(
-            not (folder / "pacs").is_dir() for _label, folder in sources):
-        print("bench idle: --associations must be ≥ 1, --seconds > 0, --settle ≥ 0; "
-              "--minipacs-from needs a checkout folder holding pacs/", file=sys.stderr)
+    if arguments.associations < 1 or arguments.seconds <= 0 or arguments.settle < 0:
+        print("bench idle: --associations must be ≥ 1, --seconds > 0, --settle ≥ 0",
+              file=sys.stderr)
         return 2
     timeout = idle_timeout(arguments.seconds, arguments.settle)
     minipacs_args = (*shlex.split(arguments.minipacs_args), "--http-port", "0")

@@ -33,8 +33,10 @@ from pacs.bench.peers import (
     Destination,
     MinipacsPeer,
     Peer,
+    SelectionError,
     StorescpPeer,
     make_peers,
+    parse_peer_selection,
 )
 from pacs.bench.pgtemp import Databases, TemporaryCluster
 from pacs.bench.procs import ProcessRegistry
@@ -95,13 +97,13 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     """Run the comparison; print Markdown, write JSON. Exit 0 when it completed."""
-    names = [name.strip() for name in arguments.peers.split(",") if name.strip()]
-    databases = [d.strip() for d in arguments.database.split(",") if d.strip()]
-    unknown = [name for name in names if name not in ALL_PEERS]
-    if unknown or not names:
-        print(f"bench: --peers: unknown {', '.join(unknown) or '(none given)'}; choose from "
-              f"{','.join(ALL_PEERS)}", file=sys.stderr)
+    try:
+        names, sources = parse_peer_selection(arguments.peers, arguments.minipacs_from,
+                                              ALL_PEERS)
+    except SelectionError as error:
+        print(f"bench: {error}", file=sys.stderr)
         return 2
+    databases = [d.strip() for d in arguments.database.split(",") if d.strip()]
     for database in databases:
         if database not in ("sqlite", "postgresql") and not database.startswith(
                 ("postgresql://", "postgres://")):
@@ -110,16 +112,11 @@ def run(arguments: argparse.Namespace) -> int:
             return 2
     try:
         workers = [int(count) for count in arguments.workers.split(",") if count.strip()]
-        sources = [(label, Path(folder).resolve()) for label, folder in
-                   (item.split("=", 1) for item in arguments.minipacs_from)]
     except ValueError:
-        print("bench: --workers takes counts like 1,2; --minipacs-from takes LABEL=DIR",
-              file=sys.stderr)
+        print("bench: --workers takes counts like 1,2", file=sys.stderr)
         return 2
-    if arguments.runs < 1 or not workers or min(workers) < 1 or any(
-            not (folder / "pacs").is_dir() for _label, folder in sources):
-        print("bench: --runs and --workers must be ≥ 1; --minipacs-from needs a checkout "
-              "folder holding pacs/", file=sys.stderr)
+    if arguments.runs < 1 or not workers or min(workers) < 1:
+        print("bench: --runs and --workers must be ≥ 1", file=sys.stderr)
         return 2
     started = time.monotonic()
     load = os.getloadavg()
