@@ -19,10 +19,7 @@ import argparse
 import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -43,6 +40,7 @@ from pacs.bench.procs import (
     established_connections,
     tree_cpu_seconds,
     tree_threads,
+    workspace,
 )
 from pacs.bench.silent import QUIET_POLL, SilentAssociations
 from pacs.config.settings import Settings
@@ -100,10 +98,6 @@ def configure(peer: Peer, associations: int, timeout: int) -> None:
     peer.config = {**peer.config, "args": f"{peer.config.get('args', '')}; idle: {note}"}
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(arguments: argparse.Namespace) -> int:
     """Measure every peer in turn; print the Markdown table, write the JSON if asked."""
     try:
@@ -122,23 +116,10 @@ def run(arguments: argparse.Namespace) -> int:
     for peer in peers:
         configure(peer, arguments.associations, timeout)
     report: dict[str, Any] = {"meta": _meta(arguments, timeout), "peers": {}}
-    temporary = arguments.workdir is None
-    work = Path(tempfile.mkdtemp(prefix="minipacs-idle-")) if temporary else arguments.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    registry = ProcessRegistry()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with workspace(arguments.workdir, "minipacs-idle-", "bench idle") as (work, registry):
         for peer in peers:
             report["peers"][peer.name] = measure(peer, arguments, work / peer.name, registry,
                                                  timeout)
-    except KeyboardInterrupt:
-        _progress("interrupted: stopping every process started")
-        raise
-    finally:
-        registry.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-        if temporary:
-            shutil.rmtree(work, ignore_errors=True)
     report["target_ratios"] = target_ratios(report["peers"])
     print(markdown(report))
     if arguments.json:

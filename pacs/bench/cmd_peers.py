@@ -14,10 +14,7 @@ import datetime
 import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -39,7 +36,7 @@ from pacs.bench.peers import (
     parse_peer_selection,
 )
 from pacs.bench.pgtemp import Databases, TemporaryCluster
-from pacs.bench.procs import ProcessRegistry
+from pacs.bench.procs import workspace
 
 HELP = "compare minipacs with dcmqrscp, Orthanc and storescp (default subcommand)"
 ALL_PEERS = ("minipacs", "dcmqrscp", "orthanc", "storescp")
@@ -91,10 +88,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`bench` extra, matplotlib)")
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(arguments: argparse.Namespace) -> int:
     """Run the comparison; print Markdown, write JSON. Exit 0 when it completed."""
     try:
@@ -122,58 +115,48 @@ def run(arguments: argparse.Namespace) -> int:
     load = os.getloadavg()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = arguments.json or Path("bench-results") / f"bench-{stamp}.json"
-    temporary = arguments.workdir is None
-    work = Path(tempfile.mkdtemp(prefix="minipacs-bench-")) if temporary else arguments.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    registry = ProcessRegistry()
     cluster: TemporaryCluster | None = None
     peers: list[Peer] = []
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     report: dict[str, Any] = {"meta": {}, "peers": {}}
-    try:
-        if "postgresql" in databases:
-            cluster = TemporaryCluster()
-            databases = [cluster.url if d == "postgresql" else d for d in databases]
-        peers = make_peers(names, databases, tuple(shlex.split(arguments.minipacs_args)),
-                           workers, sources)
-        if cluster is not None:
+    with workspace(arguments.workdir, "minipacs-bench-", "bench") as (work, registry):
+        try:
+            if "postgresql" in databases:
+                cluster = TemporaryCluster()
+                databases = [cluster.url if d == "postgresql" else d for d in databases]
+            peers = make_peers(names, databases, tuple(shlex.split(arguments.minipacs_args)),
+                               workers, sources)
+            if cluster is not None:
+                for peer in peers:
+                    if isinstance(peer, MinipacsPeer) and peer.database == cluster.url:
+                        peer.index_pid = cluster.postmaster_pid()
+            _progress(f"data set: {arguments.instances} instances"
+                      f"{' (small)' if arguments.small else ''} in {work}")
+            variant = "small" if arguments.small else "ct"
+            data_folder = work / f"data-{arguments.instances}-{variant}"
+            manifest = generate(data_folder, arguments.instances, arguments.small)
+            report["meta"] = _meta(arguments, manifest, databases, load)
+            destination = None
+            destination_received = None
+            dest_peer = StorescpPeer("benchdest", DESTINATION_AE)
+            if any(p.archive for p in peers) and dest_peer.available() is None:
+                running_dest = dest_peer.start(work / "destination", registry)
+                destination = Destination(DESTINATION_AE, running_dest.port)
+                destination_received = running_dest.data_paths[0]
+            ctx = Context(manifest, data_folder, work, registry,
+                          deadline=started + arguments.time_limit,
+                          find_queries=arguments.find_queries, destination=destination,
+                          destination_received=destination_received)
+            report["runs"] = [_run(peers, ctx, number, arguments.runs, report["peers"])
+                              for number in range(arguments.runs)]
+            if arguments.profile:
+                _profile(peers, ctx, json_path.parent, report)
+        finally:
+            registry.stop_all()  # the servers first: a database still in use cannot be dropped
             for peer in peers:
-                if isinstance(peer, MinipacsPeer) and peer.database == cluster.url:
-                    peer.index_pid = cluster.postmaster_pid()
-        _progress(f"data set: {arguments.instances} instances"
-                  f"{' (small)' if arguments.small else ''} in {work}")
-        variant = "small" if arguments.small else "ct"
-        data_folder = work / f"data-{arguments.instances}-{variant}"
-        manifest = generate(data_folder, arguments.instances, arguments.small)
-        report["meta"] = _meta(arguments, manifest, databases, load)
-        destination = None
-        destination_received = None
-        dest_peer = StorescpPeer("benchdest", DESTINATION_AE)
-        if any(p.archive for p in peers) and dest_peer.available() is None:
-            running_dest = dest_peer.start(work / "destination", registry)
-            destination = Destination(DESTINATION_AE, running_dest.port)
-            destination_received = running_dest.data_paths[0]
-        ctx = Context(manifest, data_folder, work, registry,
-                      deadline=started + arguments.time_limit,
-                      find_queries=arguments.find_queries, destination=destination,
-                      destination_received=destination_received)
-        report["runs"] = [_run(peers, ctx, number, arguments.runs, report["peers"])
-                          for number in range(arguments.runs)]
-        if arguments.profile:
-            _profile(peers, ctx, json_path.parent, report)
-    except KeyboardInterrupt:
-        _progress("interrupted: stopping every process started")
-        raise
-    finally:
-        registry.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-        for peer in peers:
-            if getattr(peer, "databases", None) is not None:
-                peer.databases.drop_all()  # type: ignore[attr-defined]
-        if cluster is not None:
-            cluster.stop()
-        if temporary:
-            shutil.rmtree(work, ignore_errors=True)
+                if getattr(peer, "databases", None) is not None:
+                    peer.databases.drop_all()  # type: ignore[attr-defined]
+            if cluster is not None:
+                cluster.stop()
     _aggregate(report, arguments.baseline)
     report["meta"]["seconds"] = round(time.monotonic() - started, 1)
     text = reporting.markdown(report)
