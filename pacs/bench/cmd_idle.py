@@ -19,22 +19,28 @@ import argparse
 import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from pacs.bench import report as reporting
-from pacs.bench.peers import DcmqrscpPeer, MinipacsPeer, OrthancPeer, Peer, make_peers
+from pacs.bench.peers import (
+    DcmqrscpPeer,
+    MinipacsPeer,
+    OrthancPeer,
+    Peer,
+    SelectionError,
+    make_peers,
+    parse_peer_selection,
+)
 from pacs.bench.procs import (
     ProcessRegistry,
     established_connections,
     tree_cpu_seconds,
     tree_threads,
+    workspace,
 )
 from pacs.bench.silent import QUIET_POLL, SilentAssociations
 from pacs.config.settings import Settings
@@ -92,28 +98,17 @@ def configure(peer: Peer, associations: int, timeout: int) -> None:
     peer.config = {**peer.config, "args": f"{peer.config.get('args', '')}; idle: {note}"}
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(arguments: argparse.Namespace) -> int:
     """Measure every peer in turn; print the Markdown table, write the JSON if asked."""
-    names = [name.strip() for name in arguments.peers.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ALL_PEERS]
-    if unknown or not names:
-        print(f"bench idle: --peers: unknown {', '.join(unknown) or '(none given)'}; choose "
-              f"from {','.join(ALL_PEERS)}", file=sys.stderr)
-        return 2
     try:
-        sources = [(label, Path(folder).resolve()) for label, folder in
-                   (item.split("=", 1) for item in arguments.minipacs_from)]
-    except ValueError:
-        print("bench idle: --minipacs-from takes LABEL=DIR", file=sys.stderr)
+        names, sources = parse_peer_selection(arguments.peers, arguments.minipacs_from,
+                                              ALL_PEERS)
+    except SelectionError as error:
+        print(f"bench idle: {error}", file=sys.stderr)
         return 2
-    if arguments.associations < 1 or arguments.seconds <= 0 or arguments.settle < 0 or any(
-            not (folder / "pacs").is_dir() for _label, folder in sources):
-        print("bench idle: --associations must be ≥ 1, --seconds > 0, --settle ≥ 0; "
-              "--minipacs-from needs a checkout folder holding pacs/", file=sys.stderr)
+    if arguments.associations < 1 or arguments.seconds <= 0 or arguments.settle < 0:
+        print("bench idle: --associations must be ≥ 1, --seconds > 0, --settle ≥ 0",
+              file=sys.stderr)
         return 2
     timeout = idle_timeout(arguments.seconds, arguments.settle)
     minipacs_args = (*shlex.split(arguments.minipacs_args), "--http-port", "0")
@@ -121,23 +116,10 @@ def run(arguments: argparse.Namespace) -> int:
     for peer in peers:
         configure(peer, arguments.associations, timeout)
     report: dict[str, Any] = {"meta": _meta(arguments, timeout), "peers": {}}
-    temporary = arguments.workdir is None
-    work = Path(tempfile.mkdtemp(prefix="minipacs-idle-")) if temporary else arguments.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    registry = ProcessRegistry()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with workspace(arguments.workdir, "minipacs-idle-", "bench idle") as (work, registry):
         for peer in peers:
             report["peers"][peer.name] = measure(peer, arguments, work / peer.name, registry,
                                                  timeout)
-    except KeyboardInterrupt:
-        _progress("interrupted: stopping every process started")
-        raise
-    finally:
-        registry.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-        if temporary:
-            shutil.rmtree(work, ignore_errors=True)
     report["target_ratios"] = target_ratios(report["peers"])
     print(markdown(report))
     if arguments.json:

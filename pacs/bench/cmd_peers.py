@@ -14,10 +14,7 @@ import datetime
 import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -33,11 +30,13 @@ from pacs.bench.peers import (
     Destination,
     MinipacsPeer,
     Peer,
+    SelectionError,
     StorescpPeer,
     make_peers,
+    parse_peer_selection,
 )
 from pacs.bench.pgtemp import Databases, TemporaryCluster
-from pacs.bench.procs import ProcessRegistry
+from pacs.bench.procs import workspace
 
 HELP = "compare minipacs with dcmqrscp, Orthanc and storescp (default subcommand)"
 ALL_PEERS = ("minipacs", "dcmqrscp", "orthanc", "storescp")
@@ -89,19 +88,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`bench` extra, matplotlib)")
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(arguments: argparse.Namespace) -> int:
     """Run the comparison; print Markdown, write JSON. Exit 0 when it completed."""
-    names = [name.strip() for name in arguments.peers.split(",") if name.strip()]
-    databases = [d.strip() for d in arguments.database.split(",") if d.strip()]
-    unknown = [name for name in names if name not in ALL_PEERS]
-    if unknown or not names:
-        print(f"bench: --peers: unknown {', '.join(unknown) or '(none given)'}; choose from "
-              f"{','.join(ALL_PEERS)}", file=sys.stderr)
+    try:
+        names, sources = parse_peer_selection(arguments.peers, arguments.minipacs_from,
+                                              ALL_PEERS)
+    except SelectionError as error:
+        print(f"bench: {error}", file=sys.stderr)
         return 2
+    databases = [d.strip() for d in arguments.database.split(",") if d.strip()]
     for database in databases:
         if database not in ("sqlite", "postgresql") and not database.startswith(
                 ("postgresql://", "postgres://")):
@@ -110,73 +105,58 @@ def run(arguments: argparse.Namespace) -> int:
             return 2
     try:
         workers = [int(count) for count in arguments.workers.split(",") if count.strip()]
-        sources = [(label, Path(folder).resolve()) for label, folder in
-                   (item.split("=", 1) for item in arguments.minipacs_from)]
     except ValueError:
-        print("bench: --workers takes counts like 1,2; --minipacs-from takes LABEL=DIR",
-              file=sys.stderr)
+        print("bench: --workers takes counts like 1,2", file=sys.stderr)
         return 2
-    if arguments.runs < 1 or not workers or min(workers) < 1 or any(
-            not (folder / "pacs").is_dir() for _label, folder in sources):
-        print("bench: --runs and --workers must be ≥ 1; --minipacs-from needs a checkout "
-              "folder holding pacs/", file=sys.stderr)
+    if arguments.runs < 1 or not workers or min(workers) < 1:
+        print("bench: --runs and --workers must be ≥ 1", file=sys.stderr)
         return 2
     started = time.monotonic()
     load = os.getloadavg()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = arguments.json or Path("bench-results") / f"bench-{stamp}.json"
-    temporary = arguments.workdir is None
-    work = Path(tempfile.mkdtemp(prefix="minipacs-bench-")) if temporary else arguments.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    registry = ProcessRegistry()
     cluster: TemporaryCluster | None = None
     peers: list[Peer] = []
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     report: dict[str, Any] = {"meta": {}, "peers": {}}
-    try:
-        if "postgresql" in databases:
-            cluster = TemporaryCluster()
-            databases = [cluster.url if d == "postgresql" else d for d in databases]
-        peers = make_peers(names, databases, tuple(shlex.split(arguments.minipacs_args)),
-                           workers, sources)
-        if cluster is not None:
+    with workspace(arguments.workdir, "minipacs-bench-", "bench") as (work, registry):
+        try:
+            if "postgresql" in databases:
+                cluster = TemporaryCluster()
+                databases = [cluster.url if d == "postgresql" else d for d in databases]
+            peers = make_peers(names, databases, tuple(shlex.split(arguments.minipacs_args)),
+                               workers, sources)
+            if cluster is not None:
+                for peer in peers:
+                    if isinstance(peer, MinipacsPeer) and peer.database == cluster.url:
+                        peer.index_pid = cluster.postmaster_pid()
+            _progress(f"data set: {arguments.instances} instances"
+                      f"{' (small)' if arguments.small else ''} in {work}")
+            variant = "small" if arguments.small else "ct"
+            data_folder = work / f"data-{arguments.instances}-{variant}"
+            manifest = generate(data_folder, arguments.instances, arguments.small)
+            report["meta"] = _meta(arguments, manifest, databases, load)
+            destination = None
+            destination_received = None
+            dest_peer = StorescpPeer("benchdest", DESTINATION_AE)
+            if any(p.archive for p in peers) and dest_peer.available() is None:
+                running_dest = dest_peer.start(work / "destination", registry)
+                destination = Destination(DESTINATION_AE, running_dest.port)
+                destination_received = running_dest.data_paths[0]
+            ctx = Context(manifest, data_folder, work, registry,
+                          deadline=started + arguments.time_limit,
+                          find_queries=arguments.find_queries, destination=destination,
+                          destination_received=destination_received)
+            report["runs"] = [_run(peers, ctx, number, arguments.runs, report["peers"])
+                              for number in range(arguments.runs)]
+            if arguments.profile:
+                _profile(peers, ctx, json_path.parent, report)
+        finally:
+            registry.stop_all()  # the servers first: a database still in use cannot be dropped
             for peer in peers:
-                if isinstance(peer, MinipacsPeer) and peer.database == cluster.url:
-                    peer.index_pid = cluster.postmaster_pid()
-        _progress(f"data set: {arguments.instances} instances"
-                  f"{' (small)' if arguments.small else ''} in {work}")
-        variant = "small" if arguments.small else "ct"
-        data_folder = work / f"data-{arguments.instances}-{variant}"
-        manifest = generate(data_folder, arguments.instances, arguments.small)
-        report["meta"] = _meta(arguments, manifest, databases, load)
-        destination = None
-        destination_received = None
-        dest_peer = StorescpPeer("benchdest", DESTINATION_AE)
-        if any(p.archive for p in peers) and dest_peer.available() is None:
-            running_dest = dest_peer.start(work / "destination", registry)
-            destination = Destination(DESTINATION_AE, running_dest.port)
-            destination_received = running_dest.data_paths[0]
-        ctx = Context(manifest, data_folder, work, registry,
-                      deadline=started + arguments.time_limit,
-                      find_queries=arguments.find_queries, destination=destination,
-                      destination_received=destination_received)
-        report["runs"] = [_run(peers, ctx, number, arguments.runs, report["peers"])
-                          for number in range(arguments.runs)]
-        if arguments.profile:
-            _profile(peers, ctx, json_path.parent, report)
-    except KeyboardInterrupt:
-        _progress("interrupted: stopping every process started")
-        raise
-    finally:
-        registry.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-        for peer in peers:
-            if getattr(peer, "databases", None) is not None:
-                peer.databases.drop_all()  # type: ignore[attr-defined]
-        if cluster is not None:
-            cluster.stop()
-        if temporary:
-            shutil.rmtree(work, ignore_errors=True)
+                if getattr(peer, "databases", None) is not None:
+                    peer.databases.drop_all()  # type: ignore[attr-defined]
+            if cluster is not None:
+                cluster.stop()
     _aggregate(report, arguments.baseline)
     report["meta"]["seconds"] = round(time.monotonic() - started, 1)
     text = reporting.markdown(report)

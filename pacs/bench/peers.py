@@ -333,6 +333,32 @@ class StorescpPeer(Peer):
         return Running(process, port, folder, [received], log)
 
 
+class SelectionError(ValueError):
+    """A `--peers` or `--minipacs-from` value that names no peer or no checkout; its text is
+    the one-line message a command prints after its own prefix."""
+
+
+def parse_peer_selection(peers: str, minipacs_from: Sequence[str],
+                         allowed: Sequence[str]) -> tuple[list[str], list[tuple[str, Path]]]:
+    """The peer names of a comma-separated `--peers` value (each one of `allowed`) and the
+    (label, resolved folder) pairs of the `--minipacs-from LABEL=DIR` values, each folder a
+    checkout holding pacs/. Raises SelectionError naming the option at fault."""
+    names = [name.strip() for name in peers.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise SelectionError(f"--peers: unknown {', '.join(unknown) or '(none given)'}; "
+                             f"choose from {','.join(allowed)}")
+    sources: list[tuple[str, Path]] = []
+    for item in minipacs_from:
+        label, equals, folder = item.partition("=")
+        if not equals:
+            raise SelectionError("--minipacs-from takes LABEL=DIR")
+        sources.append((label, Path(folder).resolve()))
+    if any(not (folder / "pacs").is_dir() for _label, folder in sources):
+        raise SelectionError("--minipacs-from needs a checkout folder holding pacs/")
+    return names, sources
+
+
 def make_peers(names: list[str], databases: list[str],
                minipacs_args: tuple[str, ...] = (), workers: Sequence[int] = (1,),
                sources: Sequence[tuple[str, Path]] = ()) -> list[Peer]:

@@ -9,15 +9,20 @@ exception or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -81,6 +86,34 @@ class ProcessRegistry:
                 self.stop(process, grace=5.0)
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def workspace(workdir: Path | None, prefix: str,
+              command: str) -> Iterator[tuple[Path, ProcessRegistry]]:
+    """A folder for the servers (`workdir`, kept; else a temp folder named `prefix`…, removed)
+    and a ProcessRegistry stopped when the block ends, also on Ctrl-C and on SIGTERM (raised
+    in the block as KeyboardInterrupt); `command` begins the line said on an interrupt."""
+    temporary = workdir is None
+    work = Path(tempfile.mkdtemp(prefix=prefix)) if workdir is None else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    registry = ProcessRegistry()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield work, registry
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted: stopping every process started", file=sys.stderr,
+              flush=True)
+        raise
+    finally:
+        registry.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None,

@@ -7,6 +7,12 @@ CPU is being measured: pynetdicom 3.0.4 polls in two threads per association (th
 reactor sleeps 1 ms per loop, the DUL thread 1 ms whenever it finds nothing). The reactor is
 parked on its own checkpoint event (the hand-shake `Association.release` itself uses) and the
 DUL polls every `QUIET_POLL` seconds; both are restored before the release.
+
+`park_reactor` is also the bench's guard for its own SCU requests (pacs/bench/clients.py):
+pynetdicom 3.0.4's `send_c_*` pause only waits for the reactor's `_is_paused` flag, which is
+still True for a moment after the reactor has been woken; in that window the reactor takes one
+more message off the DIMSE queue, and a response it takes is lost (DESIGN.md, "Measured
+pitfalls"). Parked here, the reactor is proven blocked in `Event.wait()`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,22 @@ PYNETDICOM_POLL = 0.001  # pynetdicom 3.0.4's own DUL delay, restored before rel
 ESTABLISHED = "Sta6"  # PS3.8 9.2: association established, ready for data transfer
 
 T = TypeVar("T")
+
+
+def park_reactor(association: Association, timeout: float = 10.0) -> bool:
+    """Keep the association's reactor thread off the DIMSE queue until its checkpoint is set
+    again: clear the checkpoint and return True once the thread is blocked waiting on it
+    (among the event's waiters, not merely flagged `_is_paused`) or has ended; False after
+    `timeout` seconds."""
+    checkpoint = association._reactor_checkpoint
+    checkpoint.clear()
+    waiters = checkpoint._cond._waiters  # type: ignore[attr-defined]  # CPython's Event
+    deadline = time.monotonic() + timeout
+    while not waiters and association.is_alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0001)
+    return True
 
 
 class SilentAssociations:
@@ -75,11 +97,7 @@ class SilentAssociations:
     def quieten(self) -> None:
         """Park every reactor and slow every DUL poll (see the module docstring)."""
         for association in self.associations:
-            association._reactor_checkpoint.clear()
-        deadline = time.monotonic() + 10
-        for association in self.associations:
-            while not association._is_paused and time.monotonic() < deadline:
-                time.sleep(0.001)
+            park_reactor(association)
             association.dul._run_loop_delay = QUIET_POLL
 
     def _wake(self, association: Association) -> None:

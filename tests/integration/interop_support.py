@@ -14,12 +14,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pacs.config import RemoteAE
+from pacs.dimse.server import RunningServer
 from pacs.services.context import Services
 from tests.dcmtk import IN_CI, dcmtk_env
 from tests.factory import make_file, uid
@@ -191,3 +194,17 @@ class Orthanc:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=30)
+
+
+def orthanc_beside(server_factory: Callable[..., RunningServer],
+                   folder: Path) -> Iterator[tuple[Orthanc, RunningServer]]:
+    """For a fixture to yield from: Orthanc with minipacs as its modality `minipacs`, and
+    minipacs with ORTHANC in its AE table; Orthanc is stopped afterwards."""
+    require_program("Orthanc", "orthanc")
+    dicom_port = free_port()
+    server = server_factory(remotes=(RemoteAE(Orthanc.AE_TITLE, "127.0.0.1", dicom_port),))
+    orthanc = Orthanc(folder, dicom_port, server.address[1])
+    try:
+        yield orthanc, server
+    finally:
+        orthanc.stop()

@@ -76,7 +76,9 @@ def test_cancel_stops_responses_with_fe00(find_server: RunningServer) -> None:
     assert 1 <= len(result.identifiers) < BIG
 
 
-# PS3.4 C.4.1.3.1 with DCMTK: findscu --cancel after 3 responses.
+# PS3.4 C.4.1.3.1 with DCMTK: findscu --cancel 3 sends a C-FIND-CANCEL after the third Pending
+# response; the SCP interrupts matching and answers Cancel, long before the series' BIG matches.
+# (findscu -v prints "Find Response: N (Pending)" per Pending response.)
 def test_findscu_cancel(find_server: RunningServer, tmp_path: Path) -> None:
     host, port = find_server.address
     arguments = ["-v", "-aec", "MINIPACS", host, str(port), "-S", "--cancel", "3",
@@ -85,9 +87,11 @@ def test_findscu_cancel(find_server: RunningServer, tmp_path: Path) -> None:
                  "-k", f"SeriesInstanceUID={series_uid('PAT-BULK', 'BULK', 'BIG')}"]
     result = run_tool("findscu", arguments, check=True)
     output = result.stdout + result.stderr
+    cancel = output.find("Sending Cancel Request")
     final = re.search(r"Received Final Find Response \(([^)]*)\)", output)
-    assert final is not None and "Cancel" in final.group(1), output
-    assert len(re.findall(r"Received Find Response \d+ \(Pending\)", output)) < BIG
+    assert final is not None and "Cancel" in final.group(1), output[-2000:]
+    assert 0 <= cancel < final.start(), output[-2000:]
+    assert 3 <= len(re.findall(r"Find Response: \d+ \(Pending\)", output)) < BIG
 
 
 # PS3.4 C.4.1.1.4: more matches than the cap is 0xA700 with a comment, not a truncation.

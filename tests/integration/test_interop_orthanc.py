@@ -10,23 +10,16 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pacs.config import RemoteAE
 from pacs.dimse.server import RunningServer
 from tests.factory import make_file
-from tests.integration.interop_support import Orthanc, populate, require_program
-from tests.postgres import free_port
+from tests.integration.interop_support import Orthanc, orthanc_beside, populate
 
 
 @pytest.fixture
 def orthanc_and_server(server_factory: Callable[..., RunningServer],
                        tmp_path: Path) -> Iterator[tuple[Orthanc, RunningServer]]:
     """Orthanc with minipacs as its modality `minipacs`; minipacs with ORTHANC as a remote."""
-    require_program("Orthanc", "orthanc")
-    dicom_port = free_port()
-    server = server_factory(remotes=(RemoteAE(Orthanc.AE_TITLE, "127.0.0.1", dicom_port),))
-    orthanc = Orthanc(tmp_path / "orthanc", dicom_port, server.address[1])
-    yield orthanc, server
-    orthanc.stop()
+    yield from orthanc_beside(server_factory, tmp_path / "orthanc")
 
 
 # PS3.7 9.1.5: C-ECHO from Orthanc (POST /modalities/{id}/echo) succeeds.

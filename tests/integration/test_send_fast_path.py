@@ -78,6 +78,21 @@ def _populate_with_big(services: Services, folder: Path) -> str:
 S1_INSTANCES = 6  # LAYOUT's five of study S1, and the large one
 
 
+@dataclass
+class BigServer:
+    """A running server holding the LAYOUT archive plus the large image, and that one's UID."""
+
+    server: RunningServer
+    big: str
+
+
+@pytest.fixture
+def big_server(server_factory: Callable[..., RunningServer], tmp_path: Path) -> BigServer:
+    """A server on each backend holding the LAYOUT archive and the large image."""
+    server = server_factory()
+    return BigServer(server, _populate_with_big(server.services, tmp_path / "in"))
+
+
 @pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     yield from fixture_storescp(tmp_path)
@@ -174,10 +189,9 @@ def test_movescu_receives_every_instance_as_stored_at_each_maximum_pdu(
 # instance arrives as stored at each maximum PDU.
 @pytest.mark.parametrize("pdu", list(PDU_SIZES))
 def test_getscu_receives_every_instance_as_stored_at_each_maximum_pdu(
-    pdu: str, server_factory: Callable[..., RunningServer], tmp_path: Path,
+    pdu: str, big_server: BigServer, tmp_path: Path,
 ) -> None:
-    server = server_factory()
-    _populate_with_big(server.services, tmp_path / "in")
+    server = big_server.server
     host, port = server.address
     folder = tmp_path / "out"
     folder.mkdir()
@@ -199,11 +213,9 @@ def test_getscu_receives_every_instance_as_stored_at_each_maximum_pdu(
 # PS3.4 C.4.1.3.1: one Pending response per match, then Success, at each maximum PDU.
 @pytest.mark.parametrize("pdu", list(PDU_SIZES))
 def test_findscu_receives_every_match_at_each_maximum_pdu(
-    pdu: str, server_factory: Callable[..., RunningServer], tmp_path: Path,
+    pdu: str, big_server: BigServer,
 ) -> None:
-    server = server_factory()
-    _populate_with_big(server.services, tmp_path / "in")
-    host, port = server.address
+    host, port = big_server.server.address
     result = run_tool("findscu", ["-v", "-aec", "MINIPACS", "-S", *PDU_SIZES[pdu],
                                   "-k", "QueryRetrieveLevel=IMAGE", "-k", "SOPInstanceUID",
                                   "-k", f"StudyInstanceUID={LAYOUT.study_s1}",
@@ -352,10 +364,9 @@ def test_each_pending_find_response_is_sent_by_the_fast_path(
 # length the requester announced (4096 bytes: the large data set spans dozens of PDUs), carry
 # the stored data set byte for byte, and its Pending and final responses follow in order.
 def test_get_sub_operations_on_the_wire_respect_a_small_maximum_pdu(
-    server_factory: Callable[..., RunningServer], tmp_path: Path, fast_writes: list[int],
+    big_server: BigServer, fast_writes: list[int],
 ) -> None:
-    server = server_factory()
-    big = _populate_with_big(server.services, tmp_path / "in")
+    server, big = big_server.server, big_server.big
     peer = RawPeer(server, [(STUDY_ROOT_GET, ImplicitVRLittleEndian),
                             (CT_IMAGE_STORAGE, ExplicitVRLittleEndian)],
                    scp_roles=(CT_IMAGE_STORAGE,), max_pdu=4096)
