@@ -23,6 +23,8 @@ from pacs.services.columns import INDEX_TAGS, IndexHeader, read_index_header
 from tests.factory import make_dataset, write_dataset
 
 LEVELS = (PATIENT, STUDY, SERIES, IMAGE)
+# Writing the test files under ISO 2022 makes pydicom warn about the factory's UTF-8 names.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.*")
 
 
 def _both(path: Path) -> tuple[IndexHeader, IndexHeader]:
