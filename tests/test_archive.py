@@ -39,6 +39,15 @@ def test_absolute_refuses_paths_outside_root(tmp_path: Path) -> None:
         archive.absolute("/etc/passwd")
 
 
+def test_absolute_of_a_hashed_path_is_under_the_root(tmp_path: Path) -> None:
+    # DESIGN rule 6: a hashed path is taken as is (no resolve per store), and is in the root.
+    archive = Archive(tmp_path / "root")
+    relative = archive.relative_path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    assert archive.absolute(relative) == (archive.root / relative).resolve()
+    with pytest.raises(ArchiveError):
+        archive.absolute(relative.replace(relative[:2], "..", 1))
+
+
 def test_place_moves_file_and_reports_size_and_checksum(tmp_path: Path) -> None:
     archive = Archive(tmp_path / "root")
     source = archive.new_temp_path()

@@ -30,3 +30,32 @@ def test_bulk_load_builds_the_hierarchy_and_skips_known_instances(database_url: 
         assert (stats.patients, stats.studies, stats.series, stats.instances) == (3, 6, 12, 60)
     finally:
         index.close()
+
+
+# DESIGN "index/": the prebuilt statements a store runs (index/statements.py) write the very
+# row peewee's own insert writes: the same values, and the defaults of columns left out.
+def test_a_stored_row_equals_the_row_peewee_would_write(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from pacs.index.database import instance_values
+    from pacs.index.schema import Instance
+
+    index = Index(database_url)
+    try:
+        received = datetime(2026, 12, 3, 5, 48, 40, 123456, tzinfo=UTC)
+        ours, theirs = _entry(1, 1, 1, 1), _entry(1, 1, 1, 2)
+        for entry in (ours, theirs):
+            entry.received_at, entry.source_ae, entry.file_size = received, "MOD", 1 << 33
+        assert index.add_instance(ours).outcome == "inserted"
+        series_id = Instance.get(Instance.sop_instance_uid ==
+                                 ours.instance["sop_instance_uid"]).series_id
+        Instance.insert(instance_values(theirs, series_id)).execute()
+        rows = [Instance.select().where(Instance.sop_instance_uid == e.instance["sop_instance_uid"])
+                .dicts().get() for e in (ours, theirs)]
+        for row in rows:
+            del row["id"], row["sop_instance_uid"]
+        assert rows[0] == rows[1]
+        assert rows[0]["file_size"] == 1 << 33 and rows[0]["instance_number"] == ""
+        assert index.add_instance(ours).outcome == "kept"
+    finally:
+        index.close()

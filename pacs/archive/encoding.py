@@ -141,6 +141,27 @@ def check_structure(source: Source, layout: FileLayout) -> None:
     check_pixel_encoding(layout.transfer_syntax, pixel_length)
 
 
+def read_index_elements(source: Source, layout: FileLayout, tags: Iterable[int]
+                        ) -> RawElements | None:
+    """`check_structure`, and in the same walk the raw top-level elements among `tags` (and
+    Specific Character Set) that pydicom's `read_header` would decode; None for a deflated
+    data set, which only a decoder can read (use `check_structure` and `read_header`)."""
+    if layout.transfer_syntax == DEFLATED:
+        return None
+    explicit = layout.transfer_syntax != IMPLICIT_LITTLE
+    little = layout.transfer_syntax != EXPLICIT_BIG
+    collected: RawElements = {}
+    with _reading(source) as handle:
+        handle.seek(layout.dataset_offset)
+        if layout.dataset_offset >= layout.size:
+            raise MalformedDataset("the data set is empty")
+        pixel_length = _walk_dataset(handle, layout.size, explicit, little, depth=0,
+                                     in_item=False, collect=collected,
+                                     wanted=frozenset(tags) | {0x00080005})
+    check_pixel_encoding(layout.transfer_syntax, pixel_length)
+    return collected
+
+
 def _element_length(element: object) -> int | None:
     """The encoded length of a decoded element (raw or converted); None when absent."""
     if element is None:
@@ -177,48 +198,82 @@ def check_pixel_encoding(transfer_syntax: str, pixel_length: int | None) -> None
         raise MalformedDataset(f"native Pixel Data, encapsulated syntax {transfer_syntax}")
 
 
+# Where pydicom's `stop_before_pixels` stops reading a data set's top level.
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+RawElements = dict[int, tuple[str, bytes | None]]  # tag -> (VR, '' if implicit; value bytes)
+
+
 def _walk_dataset(
-    handle: BinaryIO, end: int, explicit: bool, little: bool, depth: int, in_item: bool
+    handle: BinaryIO, end: int, explicit: bool, little: bool, depth: int, in_item: bool,
+    collect: RawElements | None = None, wanted: frozenset[int] = frozenset(),
 ) -> int | None:
-    """Skip every element of one data set; the length of its own Pixel Data, if any."""
+    """Skip every element of one data set; the length of its own Pixel Data, if any.
+
+    With `collect`, the top-level elements in `wanted` met before Pixel Data are read into it
+    as they are passed (value None: undefined length), the later of two with the same tag
+    winning, as pydicom's reader does.
+    """
     pixel_length = None
     order = "<" if little else ">"
-    while handle.tell() < end:
-        position = handle.tell()
-        header = handle.read(8)
+    tag_of = struct.Struct(order + "HH").unpack_from
+    short_length = struct.Struct(order + "H").unpack_from
+    long_length = struct.Struct(order + "I").unpack_from
+    read, seek = handle.read, handle.seek
+    # The position is counted here, not asked of the file: tell() per element costs more.
+    position = handle.tell()
+    while position < end:
+        header = read(8)
         if len(header) < 8:
             raise MalformedDataset(f"data set ends inside an element header at byte {position}")
-        group, element = struct.unpack(order + "HH", header[:4])
+        group, element = tag_of(header)
         if group == 0xFFFE:
             if in_item and element == _ITEM_END:
                 return pixel_length
             raise MalformedDataset(f"unexpected delimiter (FFFE,{element:04X}) at byte {position}")
         vr = header[4:6] if explicit else b""
         if explicit and vr in _LONG_VRS:
-            extra = handle.read(4)
+            extra = read(4)
             if len(extra) < 4:
                 raise MalformedDataset(f"data set ends inside ({group:04X},{element:04X})")
-            (length,) = struct.unpack(order + "I", extra)
+            (length,) = long_length(extra)
+            value_at = position + 12
         elif explicit:
             if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
                 raise MalformedDataset(f"({group:04X},{element:04X}) has no valid VR at {position}")
-            (length,) = struct.unpack(order + "H", header[6:8])
+            (length,) = short_length(header, 6)
+            value_at = position + 8
         else:
-            (length,) = struct.unpack(order + "I", header[4:8])
-        tag = f"({group:04X},{element:04X})"
-        if (group, element) == PIXEL_DATA:
+            (length,) = long_length(header, 4)
+            value_at = position + 8
+        tag = group << 16 | element
+        keep = False
+        if collect is not None:
+            if tag in _PIXEL_TAGS:
+                collect = None
+            else:
+                keep = tag in wanted
+        if tag == 0x7FE00010:
             pixel_length = length
         if length == _UNDEFINED:
+            if keep:
+                collect[tag] = (vr.decode("ascii"), None)  # type: ignore[index]
             # Undefined length: a sequence, encapsulated pixel data, or UN holding implicit data.
             items_explicit = explicit and vr != b"UN"
-            _walk_items(handle, end, items_explicit, little, depth + 1, tag)
+            _walk_items(handle, end, items_explicit, little, depth + 1,
+                        f"({group:04X},{element:04X})")
+            position = handle.tell()
         else:
-            if handle.tell() + length > end:
+            position = value_at + length
+            if position > end:
                 raise MalformedDataset(
-                    f"{tag} declares {length} bytes but the data set ends {end - handle.tell()} "
-                    "bytes later"
+                    f"({group:04X},{element:04X}) declares {length} bytes but the data set ends "
+                    f"{end - value_at} bytes later"
                 )
-            handle.seek(length, 1)
+            if keep:
+                collect[tag] = (vr.decode("ascii"), read(length))  # type: ignore[index]
+            elif length:
+                seek(position)
     if in_item:
         raise MalformedDataset("data set ends inside an item of undefined length")
     return pixel_length

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import BinaryIO
 from pydicom.uid import UID
 
 TEMP_FOLDER = ".tmp"
+# The relative paths relative_path_for makes: `ab/<32 hex>/<32 hex>/<64 hex>.dcm`.
+_CANONICAL = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}/[0-9a-f]{32}/[0-9a-f]{64}\.dcm\Z")
 SUFFIX = ".dcm"
 _CHUNK = 1 << 20
 
@@ -85,6 +88,7 @@ class Archive:
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
+        self._root_text = str(self.root)
         self.temp_dir = self.root / TEMP_FOLDER
         self.temp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -100,6 +104,10 @@ class Archive:
 
     def absolute(self, relative_path: str) -> Path:
         """The absolute path of a relative archive path; refuses anything outside the root."""
+        if _CANONICAL.match(relative_path):
+            # The shape relative_path_for makes: hex names under the (resolved) root, no
+            # '..', nothing to resolve; this runs several times per store.
+            return Path(f"{self._root_text}/{relative_path}")
         candidate = (self.root / relative_path).resolve()
         if candidate == self.root or self.root not in candidate.parents:
             raise ArchiveError(f"path {relative_path!r} is outside the archive")

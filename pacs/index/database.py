@@ -1,7 +1,8 @@
 """The index's connection, schema version and every write; reads come from `IndexReads`.
 
-Room: index/. Imports peewee, index/schema, index/records and index/reads. Hands out plain
-records (index/records.py), never peewee rows or pydicom Datasets.
+Room: index/. Imports peewee, index/schema, index/records, index/reads and index/statements.
+Hands out plain records (index/records.py), never peewee rows or pydicom Datasets. The writes
+of every store run prebuilt SQL (index/statements.py); the rarer ones use peewee queries.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pacs.index.schema import (
     schema_version,
     upgrade_schema,
 )
+from pacs.index.statements import Statements, ensure_row
 
 # Series row ids remembered between stores (a study arrives series by series), at most this many.
 _REMEMBERED_SERIES = 4096
@@ -53,6 +55,7 @@ class Index(IndexReads):
         self._series_ids: dict[str, int] = {}
         try:
             self.database = open_database(url)
+            self._statements = Statements(self.database)
             if create:
                 create_schema(self.database)
         except SchemaMismatch as exc:
@@ -144,19 +147,16 @@ class Index(IndexReads):
                 self._series_ids.clear()
             self._series_ids[series_uid] = series_id
         values = instance_values(entry, series_id)
-        uid = entry.instance["sop_instance_uid"]
-        existing = (
-            Instance.select(Instance.id, Instance.file_path)
-            .where(Instance.sop_instance_uid == uid)
-            .first()
-        )
-        if existing is not None:
-            if not replace:
-                return AddResult("kept", existing.file_path)
-            Instance.update(values).where(Instance.id == existing.id).execute()
-            return AddResult("replaced", existing.file_path)
-        Instance.insert(values).on_conflict_ignore().execute()
-        return AddResult("inserted")
+        # Insert first: a new instance (the common case) costs one statement.
+        if self._statements.insert(Instance, values, conflict="sop_instance_uid"):
+            return AddResult("inserted")
+        existing = self._statements.instance(entry.instance["sop_instance_uid"])
+        if existing is None:  # cannot happen: the insert conflicted on this very UID
+            raise peewee.IntegrityError("instance row neither inserted nor found")
+        if not replace:
+            return AddResult("kept", existing[1])
+        Instance.update(values).where(Instance.id == existing[0]).execute()
+        return AddResult("replaced", existing[1])
 
     def _is_series(self, series_id: int, series_uid: str) -> bool:
         # Plain SQL: this runs on every store, and compiling a peewee query costs more.
@@ -191,14 +191,10 @@ class Index(IndexReads):
     def stored_file(self, sop_instance_uid: str) -> tuple[str, int] | None:
         """(relative path, size) of an indexed instance, or None: the cheap duplicate check."""
         try:
-            return (
-                Instance.select(Instance.file_path, Instance.file_size)
-                .where(Instance.sop_instance_uid == sop_instance_uid)
-                .tuples()
-                .first()
-            )
+            row = self._statements.instance(sop_instance_uid)
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
+        return (row[1], row[2]) if row is not None else None
 
     def add_instances_bulk(self, entries: Iterable[IndexEntry], batch_size: int = 2000) -> int:
         """Index many instances fast (benchmarks, migrations): batches of one transaction each.
@@ -247,16 +243,9 @@ class Index(IndexReads):
             raise IndexUnavailable(f"bulk index write failed: {exc}") from exc
         return count
 
-    @staticmethod
-    def _ensure(model: Any, key: dict[str, Any], values: dict[str, Any]) -> int:
+    def _ensure(self, model: Any, key: dict[str, Any], values: dict[str, Any]) -> int:
         """The id of the row with `key`, inserting it with `values` when absent (race-safe)."""
-        condition = [getattr(model, name) == value for name, value in key.items()]
-        row = model.select(model.id).where(*condition).first()
-        if row is not None:
-            return int(row.id)
-        # Another process may insert the same row between select and insert: ignore, reselect.
-        model.insert({**values, **key}).on_conflict_ignore().execute()
-        return int(model.select(model.id).where(*condition).get().id)
+        return ensure_row(self._statements, model, key, values)
 
     def remove_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
         """Delete one instance row, and parents left empty; returns what was removed."""

@@ -1,67 +1,48 @@
 """The store pipeline shared by C-STORE and `pacs import`: check -> write -> index -> answer.
 
-Room: services/. Imports index/, archive/ and model/; no protocol. Raises `DicomError` with the
+Room: services/. Imports index/, archive/, model/ and services/columns (what the index keeps
+of a header) and services/commit; no protocol. Raises `DicomError` with the
 precise C-STORE status; on any failure after the file was placed, the file is removed again, so
 a failed store leaves neither file nor row behind.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.multival import MultiValue
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian
 
-from pacs.archive.encoding import (
-    FileLayout,
-    MalformedDataset,
-    check_structure,
-    has_part10_prefix,
-    read_header,
-    read_layout,
-    uid_text,
-)
+from pacs.archive.encoding import FileLayout, MalformedDataset, has_part10_prefix
 from pacs.archive.files import (
     Archive,
     ArchiveError,
     Content,
-    StoredFile,
     is_valid_uid,
     sync_and_hash,
     sync_received,
 )
 from pacs.index.database import Index
-from pacs.index.records import IndexEntry, IndexUnavailable
-from pacs.model.dictionary import (
-    IMAGE,
-    PATIENT,
-    SERIES,
-    STORED_ATTRIBUTES,
-    STUDY,
-    StoredAttribute,
-    stored_attributes,
-)
+from pacs.index.records import IndexUnavailable
 from pacs.model.status import DicomError, StoreStatus
-from pacs.model.values import fold_name, normalize_datetime, normalize_time
+from pacs.services.columns import (  # noqa: F401 - column_values, index_entry, INDEX_TAGS:
+    INDEX_TAGS,  # re-exported for verify, the worklist and tests
+    IndexHeader,
+    column_values,
+    element_text,
+    index_entry,
+    read_index_header,
+)
 from pacs.services.commit import GroupCommit
 
 log = logging.getLogger("pacs.ingest")
-
-INDEX_TAGS: tuple[int, ...] = tuple(a.tag for a in STORED_ATTRIBUTES.values()) + (
-    0x00080016,  # SOP Class UID
-    0x00080018,  # SOP Instance UID
-)
 
 
 @dataclass(frozen=True)
@@ -77,62 +58,8 @@ class StoreResult:
     file_size: int
 
 
-def element_text(element: DataElement | None) -> str:
-    """The index's text form of an element: multi-values joined by '\\', SQ as DICOM JSON."""
-    if element is None or element.value is None:
-        return ""
-    if element.VR == "SQ":
-        items = list(element.value)
-        return json.dumps([item.to_json_dict() for item in items]) if items else ""
-    value = element.value
-    if isinstance(value, MultiValue | list | tuple):
-        text = "\\".join("" if v is None else str(v) for v in value)
-    elif isinstance(value, bytes):
-        text = value.decode("ascii", "replace")
-    else:
-        text = str(value)
-    return text.rstrip("\x00 ")
-
-
-def column_values(dataset: Dataset, attributes: Iterable[StoredAttribute]) -> dict[str, str]:
-    """The columns (with their folded and normalized forms) of `attributes` in `dataset`."""
-    timezone = str(dataset.get("TimezoneOffsetFromUTC", "") or "")
-    columns: dict[str, str] = {}
-    for attribute in attributes:
-        text = element_text(dataset.get(attribute.tag))
-        columns[attribute.column] = text
-        if attribute.folded_column:
-            columns[attribute.folded_column] = fold_name(text)
-        if attribute.normalized_column:
-            first = text.split("\\")[0]
-            columns[attribute.normalized_column] = (
-                normalize_time(first) if attribute.vr == "TM"
-                else normalize_datetime(first, timezone)
-            )
-    return columns
-
-
-def index_entry(dataset: Dataset, transfer_syntax_uid: str, stored: StoredFile,
-                source_ae: str, received_at: datetime | None = None) -> IndexEntry:
-    """What the index keeps of a stored file: its columns at every level and the file."""
-    entry = IndexEntry(
-        patient=column_values(dataset, stored_attributes(PATIENT)),
-        study=column_values(dataset, stored_attributes(STUDY)),
-        series=column_values(dataset, stored_attributes(SERIES)),
-        instance=column_values(dataset, stored_attributes(IMAGE)),
-        transfer_syntax_uid=transfer_syntax_uid,
-        file_path=stored.relative_path,
-        file_size=stored.size,
-        file_sha256=stored.sha256,
-        source_ae=source_ae,
-    )
-    if received_at is not None:
-        entry.received_at = received_at
-    return entry
-
-
-def _required_uid(dataset: Dataset, keyword: str) -> str:
-    value = uid_text(dataset.get(keyword, ""))
+def _required_uid(header: IndexHeader, keyword: str) -> str:
+    value = header.uid(keyword)
     if not value:
         raise DicomError(StoreStatus.CANNOT_UNDERSTAND, f"data set has no {keyword}")
     if not is_valid_uid(value):
@@ -144,9 +71,9 @@ def _required_uid(dataset: Dataset, keyword: str) -> str:
 
 @dataclass(frozen=True)
 class _Checked:
-    """A data set fit to store: its decoded header, its layout and its validated UIDs."""
+    """A data set fit to store: its index attributes, its layout and its validated UIDs."""
 
-    dataset: Dataset
+    header: IndexHeader
     layout: FileLayout
     sop_class_uid: str
     sop_instance_uid: str
@@ -199,7 +126,7 @@ class Ingestor:
         except ArchiveError as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES, str(exc)) from None
 
-        entry = index_entry(checked.dataset, checked.layout.transfer_syntax, stored, source_ae)
+        entry = checked.header.entry(checked.layout.transfer_syntax, stored, source_ae)
         try:
             added = self.committer.commit(entry)
         except (IndexUnavailable, ArchiveError) as exc:
@@ -224,14 +151,12 @@ class Ingestor:
         """The header and layout of a data set fit to store, or the result for a kept
         duplicate; raises DicomError for a data set that must be refused."""
         try:
-            layout = read_layout(handle)
-            check_structure(handle, layout)
-            dataset = read_header(handle, INDEX_TAGS)
+            layout, header = read_index_header(handle)
         except MalformedDataset as exc:
             raise DicomError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from None
 
-        sop_class = uid_text(dataset.get("SOPClassUID", ""))
-        sop_instance = uid_text(dataset.get("SOPInstanceUID", ""))
+        sop_class = header.uid("SOPClassUID")
+        sop_instance = header.uid("SOPInstanceUID")
         if expected_sop_class_uid is not None and sop_class != expected_sop_class_uid:
             raise DicomError(
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -242,16 +167,16 @@ class Ingestor:
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 f"data set SOP Instance UID differs from the command's: {sop_instance or '(none)'}",
             )
-        study = uid_text(dataset.get("StudyInstanceUID", ""))
+        study = header.uid("StudyInstanceUID")
         if expected_study_instance_uid is not None and study != expected_study_instance_uid:
             raise DicomError(
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 f"data set Study Instance UID differs from the request's: {study or '(none)'}",
             )
-        sop_class = _required_uid(dataset, "SOPClassUID")
-        sop_instance = _required_uid(dataset, "SOPInstanceUID")
-        study_uid = _required_uid(dataset, "StudyInstanceUID")
-        series_uid = _required_uid(dataset, "SeriesInstanceUID")
+        sop_class = _required_uid(header, "SOPClassUID")
+        sop_instance = _required_uid(header, "SOPInstanceUID")
+        study_uid = _required_uid(header, "StudyInstanceUID")
+        series_uid = _required_uid(header, "SeriesInstanceUID")
 
         existing = self._existing(sop_instance)
         if existing is not None:
@@ -263,7 +188,7 @@ class Ingestor:
                 raise DicomError(
                     StoreStatus.DUPLICATE_SOP_INSTANCE, "SOP Instance UID is already stored"
                 )
-        return _Checked(dataset, layout, sop_class, sop_instance, study_uid, series_uid)
+        return _Checked(header, layout, sop_class, sop_instance, study_uid, series_uid)
 
     @staticmethod
     def _sync(handle: BinaryIO, received: tuple[str, int] | None) -> Content:
