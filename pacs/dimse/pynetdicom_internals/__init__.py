@@ -33,6 +33,7 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- Servers: no forced full garbage collection in the accept loop (`service_actions`).
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
   responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
@@ -73,7 +74,8 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "DIMSEMessage": ("context_id", "_data_set_file"),
     "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
     "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc", "_is_connected"),
-    "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request"),
+    "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request",
+                                  "service_actions"),
     "RequestHandler": ("handle", "ae"),
     "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
                     "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor", "_run_reactor",

@@ -15,6 +15,7 @@ from typing import Any
 
 from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.transport import AssociationServer
 
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
 from pacs.dimse.pynetdicom_internals.reactors import WakingQueue, doorbell, ring_doorbell
@@ -205,7 +206,15 @@ def register_server(ae: Any, server: Any) -> None:
     ae._servers.append(server)
 
 
+def _no_forced_collection(self: Any) -> None:
+    """AssociationServer.service_actions without its gc.collect(): pynetdicom runs a full
+    collection every 60th accept-loop round (each connection, each 50 ms poll), holding the
+    GIL for ~25 ms or more (the whole heap) while every association waits. Python's own
+    collector frees the association objects' reference cycles."""
+
+
 def install_message_hooks() -> tuple[str, ...]:
-    """Put the DIMSE hook in place; what it replaces, for the record."""
+    """Put the DIMSE and server hooks in place; what they replace, for the record."""
     _association_module.DIMSEServiceProvider = HardenedDIMSE  # type: ignore[misc]
-    return ("association.DIMSEServiceProvider",)
+    AssociationServer.service_actions = _no_forced_collection  # type: ignore[method-assign]
+    return ("association.DIMSEServiceProvider", "AssociationServer.service_actions")
