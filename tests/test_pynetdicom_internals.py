@@ -11,7 +11,7 @@ import pynetdicom
 import pytest
 from pynetdicom import AE, fsm
 from pynetdicom.association import Association
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AssociationServer, AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
 from pacs.dimse.pynetdicom_internals import connection, messages, reactors
@@ -61,6 +61,17 @@ def test_transport_and_polling_loops_are_replaced() -> None:
     assert Association._run_reactor is reactors.run_association_reactor
     assert issubclass(connection.HardenedDUL, reactors.EventDrivenDUL)
     assert pynetdicom._config.STORE_RECV_CHUNKED_DATASET is True
+
+
+# Identifiers are not decoded and walked for log lines pynetdicom does not print.
+def test_identifiers_are_not_walked_for_log_lines() -> None:
+    assert pynetdicom._config.LOG_REQUEST_IDENTIFIERS is False
+    assert pynetdicom._config.LOG_RESPONSE_IDENTIFIERS is False
+
+
+# The accept loop does not stop every association for a full garbage collection.
+def test_accept_loop_forces_no_garbage_collection() -> None:
+    assert AssociationServer.service_actions is messages._no_forced_collection
 
 
 def test_no_other_module_reaches_for_pynetdicom_internals() -> None:
