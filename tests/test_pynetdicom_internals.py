@@ -66,6 +66,17 @@ def test_transport_and_polling_loops_are_replaced() -> None:
     assert pynetdicom._config.STORE_RECV_CHUNKED_DATASET is True
 
 
+# Identifiers are not decoded and walked for log lines pynetdicom does not print.
+def test_identifiers_are_not_walked_for_log_lines() -> None:
+    assert pynetdicom._config.LOG_REQUEST_IDENTIFIERS is False
+    assert pynetdicom._config.LOG_RESPONSE_IDENTIFIERS is False
+
+
+# The accept loop does not stop every association for a full garbage collection.
+def test_accept_loop_forces_no_garbage_collection() -> None:
+    assert AssociationServer.service_actions is connection._no_forced_collection
+
+
 def test_no_other_module_reaches_for_pynetdicom_internals() -> None:
     private = {name for names in internals.REQUIRED_NAMES.values() for name in names
                if name.startswith("_")}
@@ -123,7 +134,3 @@ def test_received_file_meta_with_a_value_pydicom_encodes_otherwise_is_left_to_py
 def test_received_files_get_their_file_meta_from_our_encoder() -> None:
     assert dimse_messages.create_file_meta is receiving.file_meta_values
     assert dimse_messages.write_file_meta_info is receiving.write_file_meta
-
-
-def test_accept_loop_forces_no_garbage_collection() -> None:
-    assert AssociationServer.service_actions is connection._no_forced_collection

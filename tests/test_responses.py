@@ -14,6 +14,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pynetdicom.dsutils import decode, encode
 
+from pacs.dimse.pynetdicom_internals.sending import encode_raw_dataset
 from pacs.model.identifier import parse_request
 from pacs.model.levels import STUDY_ROOT
 from pacs.model.responses import ResponseBuilder, build_response
@@ -85,6 +86,28 @@ def test_response_bytes_are_pydicom_encoding_of_the_values(row: dict[str, str]) 
         request = parse_request(received(implicit, little), STUDY_ROOT)
         answer = ResponseBuilder(request, "MINIPACS").build(row)
         assert encode(answer, implicit, little) == encode(expected, implicit, little)
+
+
+# PS3.5 7.1.2, 7.1.3: the send fast path writes a response of raw elements itself, in Implicit
+# and Explicit VR Little Endian; the bytes are those pydicom writes (or it leaves it to pydicom).
+@settings(max_examples=150, deadline=None)
+@given(st.fixed_dictionaries({keyword: _texts for keyword in KEYS}))
+def test_response_written_by_the_fast_path_is_pydicom_encoding(row: dict[str, str]) -> None:
+    for implicit in (True, False):
+        request = parse_request(received(implicit, True), STUDY_ROOT)
+        answer = ResponseBuilder(request, "MINIPACS").build(row)
+        written = encode_raw_dataset(answer, implicit)
+        assert written is None or written == encode(answer, implicit, True)
+
+
+# PS3.5 7.1.2, 7.1.3: an ASCII response is written by the fast path, not handed to pydicom.
+@pytest.mark.parametrize("implicit", [True, False])
+def test_ascii_response_is_written_by_the_fast_path(implicit: bool) -> None:
+    request = parse_request(received(implicit, True), STUDY_ROOT)
+    row = {"PatientName": "DOE^J", "NumberOfStudyRelatedInstances": "12",
+           "ModalitiesInStudy": "CT\\MR", "StudyInstanceUID": "1.2.3", "StudyDate": "20240101"}
+    answer = ResponseBuilder(request, "MINIPACS").build(row)
+    assert encode_raw_dataset(answer, implicit) == encode(answer, implicit, True)
 
 
 # PS3.5 7.1: the response goes back in the transfer syntax of the request; an identifier

@@ -3,13 +3,18 @@
 Fills an index through the index API in bulk (`Index.add_instances_bulk`; no pixel files are
 written, C-FIND never reads them), 10,000 patients at 1M instances with a spread of studies,
 series and instances per patient. After each size it starts `pacs serve` on that index and
-times five query shapes over one association (pynetdicom SCU, TCP_NODELAY).
+times five query shapes over one association with two clients (TCP_NODELAY on both): a
+pynetdicom SCU, which decodes every response and costs ~0.3-0.4 ms of its own per Pending
+response, and a lean SCU on a raw socket that reads only each response's Status, so its figure
+is the server's latency. `--minipacs-from LABEL=DIR` serves the same index with the code of
+another checkout too, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -28,6 +33,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from pacs.bench.lean_scu import LeanSCU
 from pacs.bench.pgtemp import TemporaryCluster
 from pacs.bench.procs import ProcessRegistry, free_port, wait_for_port
 from pacs.index.database import Index
@@ -56,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, default=40, help="queries per shape and size")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--workdir", type=Path, help="folder for the index (default: temp)")
+    parser.add_argument("--minipacs-from", action="append", default=[], metavar="LABEL=DIR",
+                        help="also serve each index with the `pacs` of another checkout "
+                             "(e.g. `git archive COMMIT pacs | tar -x -C DIR`); repeatable")
 
 
 @dataclass
@@ -154,6 +163,36 @@ def _query(shape: str, sample: Sample) -> tuple[str, Dataset]:
     return StudyRootQueryRetrieveInformationModelFind, ds
 
 
+def _figures(latencies: list[float], matches: list[int]) -> dict[str, float]:
+    latencies = sorted(latencies)
+    return {"median_ms": round(statistics.median(latencies), 2),
+            "p95_ms": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
+            "mean_matches": round(statistics.mean(matches), 1)}
+
+
+def _measure_lean(port: int, samples: list[Sample], queries: int
+                  ) -> dict[str, dict[str, float]]:
+    """As `_measure` (the same queries), with the lean SCU."""
+    scu = LeanSCU(port)
+    rng = random.Random(7)
+    figures: dict[str, dict[str, float]] = {}
+    try:
+        for shape in SHAPES:
+            latencies, matches = [], []
+            for _ in range(queries):
+                sop_class, identifier = _query(shape, samples[rng.randrange(len(samples))])
+                started = time.perf_counter()
+                found, final = scu.find(sop_class, identifier)
+                latencies.append((time.perf_counter() - started) * 1000)
+                matches.append(found)
+                if final != 0x0000:
+                    raise RuntimeError(f"{shape}: final status {final:#06x} (lean SCU)")
+            figures[shape] = _figures(latencies, matches)
+    finally:
+        scu.release()
+    return figures
+
+
 def _measure(port: int, samples: list[Sample], queries: int) -> dict[str, dict[str, float]]:
     """Median and p95 latency (ms) and mean matches of each shape, over one association."""
     ae = AE(ae_title="BENCHFIND")
@@ -187,33 +226,33 @@ def _measure(port: int, samples: list[Sample], queries: int) -> dict[str, dict[s
                 matches.append(found)
                 if final != 0x0000:
                     raise RuntimeError(f"{shape}: final status {final}")
-            latencies.sort()
-            figures[shape] = {
-                "median_ms": round(statistics.median(latencies), 2),
-                "p95_ms": round(latencies[min(len(latencies) - 1,
-                                              int(0.95 * len(latencies)))], 2),
-                "mean_matches": round(statistics.mean(matches), 1),
-            }
+            figures[shape] = _figures(latencies, matches)
     finally:
         association.release()
     return figures
 
 
-def _serve(registry: ProcessRegistry, folder: Path, url: str) -> tuple[Any, int]:
+def _serve(registry: ProcessRegistry, folder: Path, url: str,
+           source: Path | None) -> tuple[Any, int]:
+    """`pacs serve` on the index at `url`: this checkout's, or the one in `source`."""
     port = free_port()
     config = folder / "empty.toml"
     config.write_text("")
     log = folder / "server.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PACS_")}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # its `pacs` shadows the installed one
     process = registry.spawn(
         [sys.executable, "-m", "pacs", "serve", "--config", str(config), "--host", "127.0.0.1",
          "--port", str(port), "--storage", str(folder / "archive"), "--database", url,
-         "--log-level", "WARNING"], log)
+         "--log-level", "WARNING"], log, cwd=folder, env=env)
     wait_for_port(port, process, log=log)
     return process, port
 
 
 def _run_backend(backend: str, sizes: list[int], queries: int, folder: Path,
-                 registry: ProcessRegistry) -> list[dict[str, Any]]:
+                 registry: ProcessRegistry, servers: dict[str, Path | None]
+                 ) -> list[dict[str, Any]]:
     cluster = TemporaryCluster() if backend == "postgresql" else None
     url = cluster.url if cluster else f"sqlite:///{folder}/index.sqlite"
     rows: list[dict[str, Any]] = []
@@ -232,17 +271,21 @@ def _run_backend(backend: str, sizes: list[int], queries: int, folder: Path,
             print(f"[bench index] {backend}: {stats.instances} instances, {stats.patients} "
                   f"patients, {stats.studies} studies loaded in {load_seconds:.0f} s",
                   file=sys.stderr, flush=True)
-            process, port = _serve(registry, folder, url)
-            try:
-                figures = _measure(port, population.samples, queries)
-            finally:
-                registry.stop(process)
-            for shape, figure in figures.items():
-                rows.append({"backend": backend, "instances": stats.instances,
-                             "patients": stats.patients, "studies": stats.studies,
-                             "shape": shape, **figure,
-                             "load_rate_per_s": round((size - (loaded - size)) / max(
-                                 load_seconds, 1e-9))})
+            for label, source in servers.items():
+                process, port = _serve(registry, folder, url, source)
+                try:
+                    figures = _measure(port, population.samples, queries)
+                    lean = _measure_lean(port, population.samples, queries)
+                finally:
+                    registry.stop(process)
+                for shape, figure in figures.items():
+                    rows.append({"backend": backend, "server": label,
+                                 "instances": stats.instances, "patients": stats.patients,
+                                 "studies": stats.studies, "shape": shape, **figure,
+                                 "lean_median_ms": lean[shape]["median_ms"],
+                                 "lean_p95_ms": lean[shape]["p95_ms"],
+                                 "load_rate_per_s": round((size - (loaded - size)) / max(
+                                     load_seconds, 1e-9))})
         index.close()
     finally:
         if cluster:
@@ -254,6 +297,14 @@ def run(arguments: argparse.Namespace) -> int:
     """Build the index at each size on each backend and print the latency table."""
     sizes = sorted(int(s) for s in arguments.sizes.split(","))
     backends = [b.strip() for b in arguments.backends.split(",") if b.strip()]
+    servers: dict[str, Path | None] = {"minipacs": None}
+    for item in arguments.minipacs_from:
+        label, _, folder = item.partition("=")
+        if not label or not Path(folder, "pacs", "__main__.py").exists():
+            print("bench index: --minipacs-from takes LABEL=DIR, DIR holding a `pacs` package",
+                  file=sys.stderr)
+            return 2
+        servers[f"minipacs@{label}"] = Path(folder).resolve()
     registry = ProcessRegistry()
     rows: list[dict[str, Any]] = []
     print("Index built through Index.add_instances_bulk: rows only, no pixel files "
@@ -262,16 +313,17 @@ def run(arguments: argparse.Namespace) -> int:
         for backend in backends:
             folder = Path(tempfile.mkdtemp(prefix=f"minipacs-index-{backend}-",
                                            dir=arguments.workdir))
-            rows += _run_backend(backend, sizes, arguments.queries, folder, registry)
+            rows += _run_backend(backend, sizes, arguments.queries, folder, registry, servers)
     finally:
         registry.stop_all()
     print()
-    print("| backend | instances | patients | studies | query | median ms | p95 ms | "
-          "matches |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    print("| backend | instances | patients | studies | query | server | median ms | p95 ms | "
+          "lean SCU median ms | lean SCU p95 ms | matches |")
+    print("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['backend']} | {row['instances']:,} | {row['patients']:,} | "
-              f"{row['studies']:,} | {row['shape']} | {row['median_ms']} | {row['p95_ms']} | "
+              f"{row['studies']:,} | {row['shape']} | {row['server']} | {row['median_ms']} | "
+              f"{row['p95_ms']} | {row['lean_median_ms']} | {row['lean_p95_ms']} | "
               f"{row['mean_matches']} |")
     if arguments.json:
         arguments.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ Room: cli/. The composition root: the one module of ours that imports the protoc
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import socket
 import threading
@@ -66,6 +67,8 @@ def run_serve(settings: Settings, arguments: argparse.Namespace) -> int:
                           f"{settings.http_port}: {exc.strerror}") from None
     if arguments.ready_file:
         arguments.ready_file.write_text(_ready_line(running.address, running.tls_address, web))
+    # What start-up made lives as long as the process: full collections need not walk it.
+    gc.freeze()
     serve_until(stop_requested, running)
     if web is not None:
         web.stop()

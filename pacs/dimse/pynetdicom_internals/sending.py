@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from io import BytesIO
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pynetdicom import fsm as _fsm_module
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
@@ -157,6 +158,47 @@ def primitive_command(primitive: Any, has_data: bool) -> bytes | None:
     fields["CommandField"] = known[0] | (_RESPONSE_BIT if is_response else 0)
     fields["CommandDataSetType"] = DATA_SET_PRESENT if has_data else NO_DATA_SET
     return encode_command(fields)
+
+
+# --- data sets of raw elements (PS3.5 7.1.2, 7.1.3) -----------------------------------------------
+
+# Explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 Table 7.1-1).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
+                       "UV"})
+_IMPLICIT_HEADER = struct.Struct("<HHI")
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_HEADER = struct.Struct("<HH2s2xI")
+
+
+def _tag_of(element: RawDataElement) -> int:
+    return int(element.tag)
+
+
+def encode_raw_dataset(dataset: Dataset, implicit: bool) -> bytes | None:
+    """A data set whose elements are all raw little-endian values of even length (as C-FIND
+    response identifiers are built) in Little Endian, tags and lengths written here and values
+    copied: the bytes pydicom writes, without its per-element machinery. None when any element
+    is not such a value (pydicom's `encode` then)."""
+    elements = list(dataset.values())
+    for element in elements:
+        if type(element) is not RawDataElement or not element.is_little_endian:
+            return None
+    elements.sort(key=_tag_of)
+    parts: list[bytes] = []
+    for element in elements:
+        tag, vr, value = int(element.tag), element.VR, element.value or b""
+        if len(value) % 2:
+            return None
+        if implicit:
+            parts.append(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, len(value)))
+        elif vr in _LONG_VRS:
+            parts.append(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))
+        elif vr is not None and len(vr) == 2 and len(value) <= 0xFFFF:
+            parts.append(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))
+        else:
+            return None
+        parts.append(value)
+    return b"".join(parts)
 
 
 # --- P-DATA-TF PDUs -------------------------------------------------------------------------------
@@ -280,8 +322,8 @@ def send_primitive(assoc: Any, primitive: Any, context_id: int,
 
 class FindResponses:
     """The Pending responses of one C-FIND, sent the fast way: the command set is the same for
-    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom; command
-    and identifier in one system call."""
+    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once (written here when
+    it is all raw elements, else by pydicom); command and identifier in one system call."""
 
     def __init__(self, event: Any):
         self.assoc = event.assoc
@@ -303,8 +345,10 @@ class FindResponses:
                                                                "Status": int(status)})
         if _usable_socket(self.assoc) is None:
             return False  # checked first, so nothing is encoded twice
+        implicit, little, deflated = self._encoding
+        data = encode_raw_dataset(identifier, implicit) if little and not deflated else None
         try:
-            data = encode(identifier, *self._encoding)
+            data = data or encode(identifier, *self._encoding)
         except Exception:  # noqa: BLE001 - pynetdicom encodes it again and answers 0xC312
             return False
         if not data:
