@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -99,6 +100,15 @@ def server_factory(
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     """A server on 127.0.0.1, a free port, on each backend."""
     return server_factory()
+
+
+@pytest.fixture
+def incoming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder data sets are received into (as the CLI's server receives into the archive)."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.fixture

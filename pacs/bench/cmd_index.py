@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -170,27 +170,38 @@ def _figures(latencies: list[float], matches: list[int]) -> dict[str, float]:
             "mean_matches": round(statistics.mean(matches), 1)}
 
 
+# (SOP class, identifier) -> (matches, final status)
+FindOnce = Callable[[Any, Any], tuple[int, "int | None"]]
+
+
+def _time_shapes(samples: list[Sample], queries: int, find: FindOnce,
+                 client: str) -> dict[str, dict[str, float]]:
+    """Median and p95 latency (ms) and mean matches of each shape, `queries` each, the same
+    queries for every client (seeded)."""
+    rng = random.Random(7)
+    figures: dict[str, dict[str, float]] = {}
+    for shape in SHAPES:
+        latencies, matches = [], []
+        for _ in range(queries):
+            sop_class, identifier = _query(shape, samples[rng.randrange(len(samples))])
+            started = time.perf_counter()
+            found, final = find(sop_class, identifier)
+            latencies.append((time.perf_counter() - started) * 1000)
+            matches.append(found)
+            if final != 0x0000:
+                raise RuntimeError(f"{shape}: final status {final} ({client})")
+        figures[shape] = _figures(latencies, matches)
+    return figures
+
+
 def _measure_lean(port: int, samples: list[Sample], queries: int
                   ) -> dict[str, dict[str, float]]:
     """As `_measure` (the same queries), with the lean SCU."""
     scu = LeanSCU(port)
-    rng = random.Random(7)
-    figures: dict[str, dict[str, float]] = {}
     try:
-        for shape in SHAPES:
-            latencies, matches = [], []
-            for _ in range(queries):
-                sop_class, identifier = _query(shape, samples[rng.randrange(len(samples))])
-                started = time.perf_counter()
-                found, final = scu.find(sop_class, identifier)
-                latencies.append((time.perf_counter() - started) * 1000)
-                matches.append(found)
-                if final != 0x0000:
-                    raise RuntimeError(f"{shape}: final status {final:#06x} (lean SCU)")
-            figures[shape] = _figures(latencies, matches)
+        return _time_shapes(samples, queries, scu.find, "lean SCU")
     finally:
         scu.release()
-    return figures
 
 
 def _measure(port: int, samples: list[Sample], queries: int) -> dict[str, dict[str, float]]:
@@ -207,29 +218,20 @@ def _measure(port: int, samples: list[Sample], queries: int) -> dict[str, dict[s
         import socket
 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    rng = random.Random(7)
-    figures: dict[str, dict[str, float]] = {}
+
+    def find(sop_class: Any, identifier: Any) -> tuple[int, int | None]:
+        found, final = 0, None
+        for status, _ in association.send_c_find(identifier, sop_class):
+            if status and status.Status in (0xFF00, 0xFF01):
+                found += 1
+            elif status:
+                final = status.Status
+        return found, final
+
     try:
-        for shape in SHAPES:
-            latencies, matches = [], []
-            for _ in range(queries):
-                sop_class, identifier = _query(shape, samples[rng.randrange(len(samples))])
-                started = time.perf_counter()
-                found = 0
-                final = None
-                for status, _ in association.send_c_find(identifier, sop_class):
-                    if status and status.Status in (0xFF00, 0xFF01):
-                        found += 1
-                    elif status:
-                        final = status.Status
-                latencies.append((time.perf_counter() - started) * 1000)
-                matches.append(found)
-                if final != 0x0000:
-                    raise RuntimeError(f"{shape}: final status {final}")
-            figures[shape] = _figures(latencies, matches)
+        return _time_shapes(samples, queries, find, "pynetdicom SCU")
     finally:
         association.release()
-    return figures
 
 
 def _serve(registry: ProcessRegistry, folder: Path, url: str,

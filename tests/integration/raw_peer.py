@@ -108,8 +108,8 @@ def associate(server: RunningServer, sop_class: str) -> socket.socket:
     """A raw connection on which the server accepted `sop_class` as context 1."""
     connection = connect(server)
     connection.sendall(associate_request(sop_class))
-    header = _read_exactly(connection, 6)
-    body = _read_exactly(connection, struct.unpack(">BBL", header)[2])
+    header = read_exactly(connection, 6)
+    body = read_exactly(connection, struct.unpack(">BBL", header)[2])
     assert header[0] == 0x02, f"association not accepted: PDU type {header[0]:#04x}"
     accepted = A_ASSOCIATE_AC()
     accepted.decode(header + body)
@@ -118,7 +118,8 @@ def associate(server: RunningServer, sop_class: str) -> socket.socket:
     return connection
 
 
-def _read_exactly(connection: socket.socket, count: int) -> bytes:
+def read_exactly(connection: socket.socket, count: int) -> bytes:
+    """`count` bytes from the connection; fails if the server closes first."""
     data = b""
     while len(data) < count:
         chunk = connection.recv(count - len(data))

@@ -5,7 +5,6 @@ raised inside its DUL thread, which died with the connection still open and its 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,15 +59,6 @@ CASES = {
     "a C-ECHO-RQ without Message ID": [
         p_data(command_set(**_without(ECHO, "MessageID")), command=True)],
 }
-
-
-@pytest.fixture
-def incoming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder data sets are received into (as the CLI's server receives into the archive)."""
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _check_one_clean_line(caplog: pytest.LogCaptureFixture, port: int) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import struct
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,20 +32,12 @@ from tests.integration.raw_peer import (
     command_set,
     p_data,
     pdu,
+    read_exactly,
     read_until_closed,
     wait_idle,
 )
 
 ROWS = 256  # 256 x 256 x 2 bytes: a data set of ~128 KiB
-
-
-@pytest.fixture
-def incoming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder data sets are received into (pynetdicom's temp files)."""
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 @pytest.fixture
@@ -104,8 +95,8 @@ def _read_response_status(connection: socket.socket) -> int:
     """The Status of the next DIMSE response (its command set in one or more PDVs)."""
     command = b""
     while True:
-        header = _exactly(connection, 6)
-        body = _exactly(connection, struct.unpack(">BBL", header)[2])
+        header = read_exactly(connection, 6)
+        body = read_exactly(connection, struct.unpack(">BBL", header)[2])
         assert header[0] == 0x04, f"expected a P-DATA-TF, got PDU type {header[0]:#04x}"
         offset = 0
         while offset < len(body):
@@ -126,18 +117,43 @@ def _status(command: bytes) -> int:
     raise AssertionError("no Status in the response")
 
 
-def _exactly(connection: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = connection.recv(count - len(data))
-        assert chunk, "the server closed the connection"
-        data += chunk
-    return data
-
-
 def _release(connection: socket.socket) -> None:
     connection.sendall(pdu(0x05, b"\x00" * 4))  # A-RELEASE-RQ
     read_until_closed(connection)
+
+
+def _store_raw(server: RunningServer, dataset: Dataset, pdus: list[bytes]) -> int:
+    """Associate, send the C-STORE command, then `pdus` as they are; the response's Status."""
+    connection = associate(server, CT_IMAGE_STORAGE)
+    connection.sendall(p_data(_store_command(dataset), command=True))
+    for unit in pdus:
+        connection.sendall(unit)
+    status = _read_response_status(connection)
+    _release(connection)
+    return status
+
+
+def _begin_store(server: RunningServer, dataset: Dataset, data: bytes) -> socket.socket:
+    """A raw association that has sent a C-STORE command and its data set's first 50,000
+    bytes (a fragment, not the last)."""
+    connection = associate(server, CT_IMAGE_STORAGE)
+    connection.sendall(p_data(_store_command(dataset), command=True))
+    connection.sendall(pdu(0x04, _pdv(data[:50000], last=False)))
+    return connection
+
+
+def _assert_left_nothing(server: RunningServer, dataset: Dataset, incoming: Path) -> None:
+    """The association is over, no partial file is left, and nothing was indexed."""
+    assert wait_idle(server)
+    assert list(incoming.iterdir()) == []
+    assert server.services.index.get_instance(dataset.SOPInstanceUID) is None
+
+
+def _assert_stored_whole(server: RunningServer, dataset: Dataset, data: bytes) -> None:
+    """Stored byte for byte, and the index's SHA-256 is the file's."""
+    stored, indexed_hash, file_hash = _stored(server, dataset.SOPInstanceUID)
+    assert stored == data
+    assert indexed_hash == file_hash
 
 
 # PS3.8 9.3.5 and Annex E: however a sender cuts the data set (DCMTK at the smallest PDU it
@@ -159,9 +175,7 @@ def test_storescu_data_set_is_stored_byte_for_byte_and_hashed_on_arrival(
                                    *files])
     assert result.returncode == 0, result.stderr
     for dataset in datasets:
-        stored, indexed_hash, file_hash = _stored(server, dataset.SOPInstanceUID)
-        assert stored == _data_set_bytes(dataset)
-        assert indexed_hash == file_hash
+        _assert_stored_whole(server, dataset, _data_set_bytes(dataset))
     assert hashed_at_store == []
 
 
@@ -187,9 +201,7 @@ def test_several_fragments_per_pdu_cut_across_reads_are_stored_whole(
         connection.sendall(stream[start:start + 997])
     assert _read_response_status(connection) == 0x0000
     _release(connection)
-    stored, indexed_hash, file_hash = _stored(server, dataset.SOPInstanceUID)
-    assert stored == data
-    assert indexed_hash == file_hash
+    _assert_stored_whole(server, dataset, data)
     assert hashed_at_store == []
 
 
@@ -208,9 +220,7 @@ def test_command_and_first_fragment_in_one_pdu_are_hashed_with_the_rest(
     connection.sendall(pdu(0x04, _pdv(data[90000:], last=True)))
     assert _read_response_status(connection) == 0x0000
     _release(connection)
-    stored, indexed_hash, file_hash = _stored(server, dataset.SOPInstanceUID)
-    assert stored == data
-    assert indexed_hash == file_hash
+    _assert_stored_whole(server, dataset, data)
     assert hashed_at_store == []
 
 
@@ -221,15 +231,11 @@ def test_abort_in_mid_data_set_removes_the_partial_file(
 ) -> None:
     dataset = make_dataset(instance=21, rows=ROWS, columns=ROWS)
     data = _data_set_bytes(dataset)
-    connection = associate(server, CT_IMAGE_STORAGE)
-    connection.sendall(p_data(_store_command(dataset), command=True))
-    connection.sendall(pdu(0x04, _pdv(data[:50000], last=False)))
+    connection = _begin_store(server, dataset, data)
     connection.sendall(pdu(0x04, _pdv(data[50000:90000], last=False)))
     connection.sendall(pdu(A_ABORT, b"\x00\x00\x00\x00"))
     read_until_closed(connection)
-    assert wait_idle(server)
-    assert list(incoming.iterdir()) == []
-    assert server.services.index.get_instance(dataset.SOPInstanceUID) is None
+    _assert_left_nothing(server, dataset, incoming)
 
 
 # PS3.8 9.1.4 (transport closed): a peer that closes in the middle of a PDV leaves no partial
@@ -239,15 +245,11 @@ def test_connection_closed_in_mid_pdv_removes_the_partial_file(
 ) -> None:
     dataset = make_dataset(instance=22, rows=ROWS, columns=ROWS)
     data = _data_set_bytes(dataset)
-    connection = associate(server, CT_IMAGE_STORAGE)
-    connection.sendall(p_data(_store_command(dataset), command=True))
-    connection.sendall(pdu(0x04, _pdv(data[:50000], last=False)))
+    connection = _begin_store(server, dataset, data)
     whole = pdu(0x04, _pdv(data[50000:], last=True))
     connection.sendall(whole[:len(whole) // 2])
     connection.close()
-    assert wait_idle(server)
-    assert list(incoming.iterdir()) == []
-    assert server.services.index.get_instance(dataset.SOPInstanceUID) is None
+    _assert_left_nothing(server, dataset, incoming)
 
 
 # PS3.8 Annex E: a data set fragment on a presentation context other than its command's is
@@ -257,14 +259,8 @@ def test_data_set_fragment_on_another_context_is_left_to_pynetdicom(
 ) -> None:
     dataset = make_dataset(instance=31, rows=ROWS, columns=ROWS)
     data = _data_set_bytes(dataset)
-    connection = associate(server, CT_IMAGE_STORAGE)
-    connection.sendall(p_data(_store_command(dataset), command=True))
-    connection.sendall(pdu(0x04, _pdv(data[:40000], last=False)))
-    connection.sendall(pdu(0x04, _pdv(data[40000:], last=True, context_id=3)))
-    status = _read_response_status(connection)
-    _release(connection)
+    status = _store_raw(server, dataset, [pdu(0x04, _pdv(data[:40000], last=False)),
+                                          pdu(0x04, _pdv(data[40000:], last=True, context_id=3))])
     assert status == 0x0000  # pynetdicom took the fragment; so the data set is whole
-    stored, indexed_hash, file_hash = _stored(server, dataset.SOPInstanceUID)
-    assert stored == data
-    assert indexed_hash == file_hash
+    _assert_stored_whole(server, dataset, data)
     assert len(hashed_at_store) == 1
