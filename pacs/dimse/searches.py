@@ -8,8 +8,9 @@ open their searches and hand them here.
 
 Pending responses go straight to the socket (`FindResponses`: one command set per C-FIND, each
 identifier encoded once, command and identifier in one system call) and are not yielded to
-pynetdicom, which then sends only the final status; when the fast path is closed (TLS,
-something queued) a response is yielded for pynetdicom to send, as before.
+pynetdicom. The final status goes the same way and ends the generator (pynetdicom's own final
+Success is dropped), so the peer has it before the operation record is written. When the fast
+path is closed (TLS, something queued) a response is yielded for pynetdicom to send, as before.
 """
 
 from __future__ import annotations
@@ -61,13 +62,20 @@ def stream_search(event: Any, services: Any, statuses: type[IntEnum],
     started = time.monotonic()
     fields: dict[str, Any] = {**(record_fields or {}), "matches": 0}
     final = int(statuses["SUCCESS"])
+    fast = FindResponses(event)
     try:
-        for status, identifier in _responses(event, statuses, open_search, fields, log, what,
-                                             unit, log_refusals):
+        for status, identifier in _responses(event, fast, statuses, open_search, fields, log,
+                                             what, unit, log_refusals):
             if identifier is None:
                 final = int(status.Status) if isinstance(status, Dataset) else int(status)
                 if isinstance(status, Dataset) and "ErrorComment" in status:
                     fields["error"] = str(status.ErrorComment)
+                if _finish(fast, status):
+                    # Sent: the generator ends without yielding it, and pynetdicom's own final
+                    # response is dropped. (Yielded, pynetdicom would first look for an
+                    # A-RELEASE-RQ, and take it off the queue: the peer has its answer and
+                    # may release at once, and the reactor would never see the request.)
+                    return
             yield status, identifier
     finally:
         # One record per C-FIND, after the cursor is closed (it also returns a pooled
@@ -75,7 +83,16 @@ def stream_search(event: Any, services: Any, statuses: type[IntEnum],
         record_operation(event, services, "C-FIND", final, started, **fields)
 
 
-def _responses(event: Any, statuses: type[IntEnum],
+def _finish(fast: FindResponses, status: Any) -> bool:
+    """Send the final status the fast way when it is open (pynetdicom's copy is dropped);
+    False when pynetdicom must send it."""
+    try:
+        return fast.finish(status)
+    except OSError:  # the connection broke (logged once as it ends)
+        return False
+
+
+def _responses(event: Any, fast: FindResponses, statuses: type[IntEnum],
                open_search: Callable[[dict[str, Any]], StreamedSearch], fields: dict[str, Any],
                log: logging.Logger, what: str, unit: str,
                log_refusals: bool) -> Iterator[tuple[Any, Dataset | None]]:
@@ -86,7 +103,6 @@ def _responses(event: Any, statuses: type[IntEnum],
             wait_until_sent(event)
             return bool(event.is_cancelled)
 
-        fast = FindResponses(event)
         for response in search.responses(is_cancelled):
             try:
                 sent = fast.send(search.pending_status, response)
@@ -102,6 +118,8 @@ def _responses(event: Any, statuses: type[IntEnum],
             log.info("%s from %s cancelled after %d %s", what, peer(event), fields["matches"],
                      unit)
             yield status_dataset(statuses["CANCEL"]), None
+        else:
+            yield int(statuses["SUCCESS"]), None
     except DicomError as error:
         if log_refusals:
             log.warning("%s from %s refused: %s", what, peer(event), error)

@@ -1,6 +1,6 @@
-"""The final C-FIND response (PS3.4 C.4.1.2.3, C.4.1.3.1; PS3.7 9.1.2.1): exactly one per
-request, whatever its status, after Pending responses that the send fast path wrote, and a
-release sent the moment it arrives is answered (PS3.8 7.2)."""
+"""The final C-FIND response, written by the send fast path (PS3.4 C.4.1.2.3, C.4.1.3.1;
+PS3.7 9.1.2.1): exactly one per request, whatever its status, and a release sent the moment
+it arrives is answered (PS3.8 7.2)."""
 
 from __future__ import annotations
 
@@ -89,9 +89,8 @@ def test_each_request_with_the_same_message_id_gets_one_final_response(
 
 
 # PS3.8 7.2: a peer that sends its A-RELEASE-RQ as soon as the final response arrives (findscu
-# does) gets its A-RELEASE-RP. (Sent before pynetdicom looked for a release between responses,
-# a final response let the request be taken off the queue unanswered: an abort at the network
-# timeout, after a Cancel most of all.)
+# does) gets its A-RELEASE-RP. A release request read while the C-FIND was still being closed
+# was lost once, after a Cancel most of all, and the association aborted at the network timeout.
 @pytest.mark.parametrize("cancel", [False, True], ids=["success", "cancel"])
 def test_release_right_after_the_final_response_is_answered(find_server: RunningServer,
                                                             cancel: bool) -> None:

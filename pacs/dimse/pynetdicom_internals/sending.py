@@ -321,9 +321,10 @@ def send_primitive(assoc: Any, primitive: Any, context_id: int,
 
 
 class FindResponses:
-    """The Pending responses of one C-FIND, sent the fast way: the command set is the same for
-    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once (written here when
-    it is all raw elements, else by pydicom); command and identifier in one system call."""
+    """The responses of one C-FIND, sent the fast way: the Pending command set is the same for
+    every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom; command
+    and identifier in one system call. The final response too (`finish`): through pynetdicom it
+    waited for a DIMSE encode, a queue hop and the DUL thread's wake-up (~0.5 ms)."""
 
     def __init__(self, event: Any):
         self.assoc = event.assoc
@@ -354,6 +355,27 @@ class FindResponses:
         if not data:
             return False
         return send_message(self.assoc, self.context_id, command, data)
+
+    def finish(self, status: Dataset | int) -> bool:
+        """Send the final response (status, Error Comment, Offending Element, Error ID; no
+        identifier) the fast way and have pynetdicom drop the next final response it sends for
+        this request; False when it must go pynetdicom's way instead."""
+        fields: dict[str, Any] = {**self._fields, "CommandDataSetType": NO_DATA_SET}
+        if isinstance(status, Dataset):
+            fields["Status"] = int(status.Status)
+            for keyword in ("ErrorComment", "ErrorID"):
+                if keyword in status:
+                    fields[keyword] = status[keyword].value
+            if "OffendingElement" in status:
+                value = status.OffendingElement
+                fields["OffendingElement"] = list(value) if status["OffendingElement"].VM > 1 \
+                    else [value]
+        else:
+            fields["Status"] = int(status)
+        if not send_message(self.assoc, self.context_id, encode_command(fields)):
+            return False
+        self.assoc.dimse.drop_response(C_FIND, self._fields["MessageIDBeingRespondedTo"])
+        return True
 
 
 def install_sending_hooks() -> tuple[str, ...]:
