@@ -25,6 +25,9 @@ fragments it decoded itself) is read back once when the fast path takes a messag
 offered to the store handler only when the file's length equals what was hashed, so a PDU that
 went pynetdicom's way in the middle of a message costs a hash at store time, never a wrong one.
 
+Every 256 KiB received, the file's write to disk is started (Linux sync_file_range, without
+waiting), so the fsync before the answer finds most of it done.
+
 The File Meta Information pynetdicom writes at the head of each received file (PS3.10 7.1) is
 encoded here from its six values, byte for byte as pydicom writes it, instead of through a
 pydicom data set and its writer (a tenth of what a store cost in the DUL thread).
@@ -32,10 +35,12 @@ pydicom data set and its writer (a tenth of what a store cost in the DUL thread)
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import socket
 import ssl
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -52,10 +57,33 @@ _PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, con
 _P_DATA_TF = 0x04
 _COMMAND, _LAST = 0x01, 0x02  # message control header bits (PS3.8 E.2)
 _FIRST_BUFFER = 64 * 1024  # grows to the largest PDU the peer sends (bounded by the caller)
+_WRITE_BEHIND = 256 * 1024  # start the disk write each time this much more has arrived
 
 # Reads into the whole view; returns how many bytes came (fewer: the peer closed). Raises
 # OSError (TimeoutError included) when the connection fails, having said why.
 ReceiveInto = Callable[[memoryview], int]
+
+
+def _sync_file_range() -> Callable[[int], None] | None:
+    """Linux's sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writing a file's dirty
+    pages to disk without waiting (ctypes releases the GIL); None where it does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+
+    def start(fd: int) -> None:
+        function(fd, 0, 0, 2)  # a failure only means the fsync does all the work
+
+    return start
+
+
+# The store's fsync then finds most of the data set already on disk: receiving and writing
+# overlap instead of the fsync waiting for all of it after the last byte came.
+start_writeback = _sync_file_range()
 
 
 def last_fragment_pdu(context_id: int) -> bytes:
@@ -94,6 +122,7 @@ class DataSetReceiver:
         self._message: Any = None  # the message whose data set is being hashed
         self._digest: Any = None
         self._hashed = 0
+        self._unwritten = 0  # bytes given to the file since its writeback was last started
         # Data set file path -> (SHA-256 hex, size), for the store handler to take.
         self.digests: dict[str, tuple[str, int]] = {}
 
@@ -149,6 +178,11 @@ class DataSetReceiver:
             self._digest.update(payload)
             data_file.write(payload)
             self._hashed += end - start
+            self._unwritten += end - start
+        if self._unwritten >= _WRITE_BEHIND and start_writeback is not None:
+            data_file.flush()
+            start_writeback(data_file.fileno())
+            self._unwritten = 0
         if fragments[-1][2]:
             if data_file.tell() == self._hashed:  # nothing was written past the hash
                 path = str(Path(data_file.name))
@@ -163,6 +197,7 @@ class DataSetReceiver:
         self._message = message
         self._digest = hashlib.sha256(prefix)
         self._hashed = len(prefix)
+        self._unwritten = 0
 
     def take_digest(self, path: Path | str) -> tuple[str, int] | None:
         """The (SHA-256 hex, size) of the data set file at `path`, once; None when the fast
