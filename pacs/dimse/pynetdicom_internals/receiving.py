@@ -2,8 +2,8 @@
 copy, hashed as it arrives, instead of through pynetdicom's PDU and DIMSE decoding.
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included),
-pydicom and the standard library; the DUL that uses it (connection.py) hands it the socket
-reads.
+pydicom, the standard library and pynetdicom_internals.sending (the PDU header layouts); the
+DUL that uses it (connection.py) hands it the socket reads.
 
 Why: pynetdicom copies each received byte about five times (the PDU read, its `bytes()` copy,
 P-DATA-TF decoding, PDV slicing, the fragment's `data[1:]`) and builds several objects per PDU,
@@ -52,10 +52,10 @@ from pynetdicom import (
 )
 from pynetdicom import dimse_messages as _dimse_messages_module
 
-_PDU_HEADER = struct.Struct(">BBI")  # PDU type, reserved, PDU length
-_PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, control header
+# The PDU and PDV headers and control bits, as the send fast path writes them (PS3.8 9.3.5, E.2).
+from pacs.dimse.pynetdicom_internals.sending import _COMMAND, _LAST, _PDU_HEADER, _PDV_HEADER
+
 _P_DATA_TF = 0x04
-_COMMAND, _LAST = 0x01, 0x02  # message control header bits (PS3.8 E.2)
 _FIRST_BUFFER = 64 * 1024  # grows to the largest PDU the peer sends (bounded by the caller)
 _WRITE_BEHIND = 256 * 1024  # start the disk write each time this much more has arrived
 
