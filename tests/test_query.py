@@ -14,7 +14,7 @@ import pacs.index.query
 from pacs.index.query import FindQuery
 from pacs.model.levels import DERIVED, STUDY_ROOT, find_key
 from pacs.model.matching import constraints, descendant_match
-from pacs.model.predicates import Col, Compare, Like, MatchOptions, QueryValue
+from pacs.model.predicates import Col, Compare, In, Like, MatchOptions, QueryValue
 from pacs.services.context import Services, open_services
 from tests.conftest import BACKENDS
 from tests.conftest import test_settings as settings_for
@@ -88,7 +88,7 @@ def test_values_are_bound_parameters(indexed: Services) -> None:
     predicates = constraints([QueryValue(key("PatientName"), ("Quote'1^%_",))],
                              MatchOptions(pn_case_insensitive=False))
     query = FindQuery("STUDY", predicates, [key("StudyInstanceUID")])
-    sql, params = query._select(query.columns).sql()
+    sql, params = query.sql()
     assert "Quote" not in sql
     assert any("Quote'1^!%!_" in str(param) for param in params)
     assert query.count(100) == 2
@@ -153,3 +153,38 @@ def test_descendant_match_selects_studies_by_their_series_and_instances(
 def test_query_without_keys_yields_one_row_per_entity(indexed: Services) -> None:
     assert len(list(FindQuery("PATIENT", [], []).rows())) == 3
     assert FindQuery("PATIENT", [], []).count(10) == 3
+
+
+def _patients(query: FindQuery) -> list[str]:
+    return sorted(row["PatientID"] for row in query.rows())
+
+
+# Issue #12: the SQL text of a query shape is built once; every request of that shape binds
+# its own values (PS3.4 C.2.2.2.1 single value matching, C.2.2.2.2 list of UIDs).
+def test_one_statement_per_shape_with_each_request_s_values(indexed: Services) -> None:
+    def by_id(*values: str) -> FindQuery:
+        column = Col("PATIENT", "patient_id")
+        return FindQuery("PATIENT", [Compare(column, "=", values[0]) if len(values) == 1
+                                     else In(column, values)], [key("PatientID")])
+
+    assert by_id("Q0").sql()[0] == by_id("Q1").sql()[0]
+    assert by_id("Q0").sql()[1] != by_id("Q1").sql()[1]
+    assert _patients(by_id("Q0")) == ["Q0"]
+    assert _patients(by_id("Q1")) == ["Q1"]
+    assert _patients(by_id("Q0", "Q2")) == ["Q0", "Q2"]
+    assert _patients(by_id("Q0", "Q1", "Q2")) == ["Q0", "Q1", "Q2"]
+
+
+# Issue #12: wildcards take their own values through a reused statement too (C.2.2.2.4),
+# on both backends (PostgreSQL's any-value regular expression is compiled per request).
+def test_wildcard_shapes_match_each_request_s_pattern(indexed: Services) -> None:
+    options = MatchOptions(pn_case_insensitive=False)
+
+    def by_name(pattern: str) -> FindQuery:
+        return FindQuery("PATIENT", constraints([QueryValue(key("PatientName"), (pattern,))],
+                                                options), [key("PatientID")])
+
+    assert _patients(by_name("Quote'1*")) == ["Q1"]
+    assert _patients(by_name("Quote'2*")) == ["Q2"]
+    assert _patients(by_name("Quote'?^%_")) == ["Q0", "Q1", "Q2"]
+    assert _patients(by_name("Nobody*")) == []

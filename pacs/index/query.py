@@ -22,6 +22,7 @@ from typing import Any
 
 import peewee
 
+from pacs.index.find_sql import cached_statement
 from pacs.index.records import IndexUnavailable
 from pacs.index.schema import Instance, Patient, Series, Study, database_proxy, is_sqlite
 from pacs.model.dictionary import IMAGE, PATIENT, SERIES, STUDY
@@ -163,53 +164,77 @@ def _base(level: str, columns: Sequence[Any]) -> Any:
 
 
 class FindQuery:
-    """The entities of one level that satisfy every predicate, with the keys to read."""
+    """The entities of one level that satisfy every predicate, with the keys to read.
+
+    Its SQL text comes from the statement of its shape (index/find_sql.py) when there is one;
+    the peewee expressions are built only when a shape is compiled, or to count.
+    """
 
     def __init__(self, level: str, predicates: Sequence[Pred], keys: Sequence[Key] = (),
                  extras: Sequence[Extra] = ()):
         self.level = level
-        self.compiler = _Compiler(dict(MODELS))
-        self.post = [p for p in predicates if isinstance(p, PostFilter)]
-        where = [self.compiler.pred(p.prefilter) for p in self.post if p.prefilter]
-        where += [self.compiler.pred(p) for p in predicates if not isinstance(p, PostFilter)]
-        self.where = reduce(operator.and_, where) if where else None
-        self.names: list[str] = []
-        self.columns: list[Any] = []
-        for key in keys:
-            if key.column is not None or key.computed:  # else always empty: nothing to read
-                self._add(key.keyword, self._key_column(key))
-        for extra in extras:
-            self._add(extra.name, getattr(MODELS[extra.table], extra.column))
-        if not self.columns:  # no key to read (only keys below): SELECT still needs a column
-            self._add("__entity", MODELS[level].id)
-        self.collected = {key.keyword: key.vr for key in keys
+        self.predicates = tuple(predicates)
+        self.keys = tuple(keys)
+        self.extras = tuple(extras)
+        self.post = [p for p in self.predicates if isinstance(p, PostFilter)]
+        self.post_names = [f"__post{number}" for number in range(len(self.post))]
+        names: list[str] = []
+        read = [key.keyword for key in self.keys  # a key with neither is always empty
+                if key.column is not None or key.computed]
+        for name in read + [extra.name for extra in self.extras]:
+            if name not in names:
+                names.append(name)
+        if not names:  # no key to read (only keys below): SELECT still needs a column
+            names.append("__entity")
+        self.names = names + [name for name in self.post_names if name not in names]
+        self.collected = {key.keyword: key.vr for key in self.keys
                           if key.computed and DERIVED[key.keyword].column}
-        self.post_names = []
-        for number, post in enumerate(self.post):
-            self.post_names.append(f"__post{number}")
-            self._add(self.post_names[-1], self.compiler.term(post.col))
 
-    def _add(self, name: str, column: Any) -> None:
-        if name not in self.names:
-            self.names.append(name)
-            self.columns.append(column.alias(f"c{len(self.columns)}"))
+    def _compile(self, predicates: Sequence[Pred]) -> tuple[Any, list[Any]]:
+        """The peewee WHERE expression (None: none) and the aliased columns of `names`."""
+        compiler = _Compiler(dict(MODELS))
+        post = [p for p in predicates if isinstance(p, PostFilter)]
+        where = [compiler.pred(p.prefilter) for p in post if p.prefilter]
+        where += [compiler.pred(p) for p in predicates if not isinstance(p, PostFilter)]
+        names: list[str] = []
+        columns: list[Any] = []
 
-    def _key_column(self, key: Key) -> Any:
-        if not key.computed:
-            return getattr(MODELS[key.table], key.column or "")
-        derivation = DERIVED[key.keyword]
-        if derivation.column is None:
-            return self.compiler.count(derivation.child, derivation.parent)
-        return self.compiler.collect(derivation.child, derivation.parent, derivation.column)
+        def add(name: str, column: Callable[[], Any]) -> None:
+            if name not in names:
+                names.append(name)
+                columns.append(column().alias(f"c{len(columns)}"))
+
+        for key in self.keys:
+            if key.column is not None or key.computed:
+                add(key.keyword, lambda key=key: _key_column(compiler, key))  # type: ignore[misc]
+        for extra in self.extras:
+            add(extra.name, lambda extra=extra: getattr(  # type: ignore[misc]
+                MODELS[extra.table], extra.column))
+        if not columns:
+            add("__entity", lambda: MODELS[self.level].id)
+        for name, item in zip(self.post_names, post, strict=True):
+            add(name, lambda item=item: compiler.term(item.col))  # type: ignore[misc]
+        return (reduce(operator.and_, where) if where else None), columns
+
+    def _compile_sql(self, predicates: Sequence[Pred]) -> tuple[str, list[Any]]:
+        where, columns = self._compile(predicates)
+        query = _base(self.level, columns)
+        query = query.where(where) if where is not None else query
+        sql, params = query.order_by(MODELS[self.level].id).sql()
+        return sql, list(params)
 
     def sql(self) -> tuple[str, list[Any]]:
         """The SELECT that `rows` runs, with its parameters (for EXPLAIN and logs)."""
-        sql, params = self._select(self.columns).order_by(MODELS[self.level].id).sql()
-        return sql, list(params)
+        database = database_proxy.obj
+        context = (type(database).__name__, is_sqlite(database), self.level, self.keys,
+                   self.extras)
+        cached = cached_statement(context, self.predicates, self._compile_sql)
+        return cached if cached is not None else self._compile_sql(self.predicates)
 
     def _select(self, columns: Sequence[Any]) -> Any:
+        where, _ = self._compile(self.predicates)
         query = _base(self.level, columns)
-        return query.where(self.where) if self.where is not None else query
+        return query.where(where) if where is not None else query
 
     def _passes(self, row: dict[str, Any]) -> bool:
         return all(post.test(row[name] or "")
@@ -228,8 +253,7 @@ class FindQuery:
     def rows(self) -> Generator[dict[str, str], None, None]:
         """Each matching entity as {name: text}, in index order, from a cursor (closing the
         generator closes the cursor and ends its read transaction)."""
-        query = self._select(self.columns).order_by(MODELS[self.level].id)
-        sql, params = query.sql()
+        sql, params = self.sql()
         try:
             with _cursor(sql, params) as cursor:
                 while True:
@@ -255,6 +279,16 @@ class FindQuery:
                 return json.dumps([items[k] for k in sorted(items)])
             return "\\".join(values)
         return str(value)
+
+
+def _key_column(compiler: _Compiler, key: Key) -> Any:
+    """The column (or the subquery of a computed key) a key is read from."""
+    if not key.computed:
+        return getattr(MODELS[key.table], key.column or "")
+    derivation = DERIVED[key.keyword]
+    if derivation.column is None:
+        return compiler.count(derivation.child, derivation.parent)
+    return compiler.collect(derivation.child, derivation.parent, derivation.column)
 
 
 def _json_items(text: str) -> list[Any]:
