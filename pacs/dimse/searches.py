@@ -11,6 +11,10 @@ identifier encoded once, command and identifier in one system call) and are not 
 pynetdicom. The final status goes the same way and ends the generator (pynetdicom's own final
 Success is dropped), so the peer has it before the operation record is written. When the fast
 path is closed (TLS, something queued) a response is yielded for pynetdicom to send, as before.
+
+Served directly (`serve_find`, without pynetdicom's service class: every request on a plain
+socket) nothing is yielded for pynetdicom to send: a response the fast path declines goes to
+pynetdicom's DIMSE queue, and there is no final response of pynetdicom's to drop.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pacs.dimse.events import (
     status_dataset,
     wait_until_sent,
 )
-from pacs.dimse.pynetdicom_internals import FindResponses
+from pacs.dimse.pynetdicom_internals import FindResponses, is_direct
 from pacs.model.status import DicomError
 
 
@@ -62,7 +66,7 @@ def stream_search(event: Any, services: Any, statuses: type[IntEnum],
     started = time.monotonic()
     fields: dict[str, Any] = {**(record_fields or {}), "matches": 0}
     final = int(statuses["SUCCESS"])
-    fast = FindResponses(event)
+    fast = FindResponses(event, direct=is_direct(event))
     try:
         for status, identifier in _responses(event, fast, statuses, open_search, fields, log,
                                              what, unit, log_refusals):
@@ -111,6 +115,12 @@ def _responses(event: Any, fast: FindResponses, statuses: type[IntEnum],
                             fields["matches"], unit, exc)
                 yield status_dataset(statuses["UNABLE_TO_PROCESS"], "connection lost"), None
                 return
+            if not sent and fast.direct:
+                log.error("%s from %s: a response identifier cannot be encoded", what,
+                          peer(event))
+                yield status_dataset(statuses["UNABLE_TO_PROCESS"],
+                                     "a response cannot be encoded"), None
+                return
             if not sent:
                 yield search.pending_status, response
             fields["matches"] += 1
@@ -128,3 +138,24 @@ def _responses(event: Any, fast: FindResponses, statuses: type[IntEnum],
         log.exception("%s from %s failed", what, peer(event))
         yield status_dataset(statuses["UNABLE_TO_PROCESS"],
                              "internal error while matching"), None
+
+
+FindHandler = Callable[[Any, Any], Iterator[tuple[Any, "Dataset | None"]]]
+
+
+def serve_find(event: Any, services: Any, handler: FindHandler) -> None:
+    """Serve a C-FIND without pynetdicom's service class: `handler` (an EVT_C_FIND handler)
+    sends every response itself; what it yields came after the connection broke, and is tried
+    once more (a log line said what happened)."""
+    fast = FindResponses(event, direct=True)
+    responses = handler(event, services)
+    try:
+        for status, identifier in responses:
+            if identifier is None:
+                fast.finish(status)
+            else:
+                fast.send(status, identifier)
+    except OSError:
+        pass
+    finally:
+        responses.close()  # (its operation record is written as it closes)

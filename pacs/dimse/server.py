@@ -37,8 +37,10 @@ from pacs.dimse.pynetdicom_internals import (
     describe,
     raw_socket,
     register_server,
+    serve_directly,
 )
 from pacs.dimse.retrieve import handle_get, handle_move
+from pacs.dimse.searches import serve_find
 from pacs.dimse.store import handle_echo, handle_store
 from pacs.dimse.tls import tls_server_context
 from pacs.dimse.worklist import handle_c_find
@@ -74,6 +76,8 @@ def build_ae(services: Services) -> AE:
         role = True if context.role_selection else None
         ae.add_supported_context(context.sop_class_uid, list(context.transfer_syntaxes),
                                  scu_role=role, scp_role=role)
+    # C-FIND without pynetdicom's service class (TLS and odd requests still take it).
+    serve_directly(ae, "C-FIND", lambda event: serve_find(event, services, handle_c_find))
     return ae
 
 

@@ -36,6 +36,8 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   straight into its file, hashed as they arrive (the store pipeline takes that hash instead
   of reading the file back); every other PDU, and TLS, is pynetdicom's.
 - Servers: no forced full garbage collection in the accept loop (`service_actions`).
+- Requests served directly (`direct`): a C-FIND on a plain socket goes from the reactor to our
+  handler without pynetdicom's service class, Event and trailing final response.
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
   responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
@@ -73,7 +75,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
                            "stop_dul", "idle_timer_expired"),
     "StateMachine": ("do_action", "current_state", "dul"),
     "DIMSEServiceProvider": ("receive_primitive", "send_msg", "get_msg", "message", "msg_queue",
-                             "dul", "maximum_pdu_size"),
+                             "dul", "maximum_pdu_size", "cancel_req"),
     "DIMSEMessage": ("context_id", "_data_set_file"),
     "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
     "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc", "_is_connected"),
@@ -83,9 +85,11 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
                     "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor", "_run_reactor",
                     "_kill", "_dul_ready", "_serve_request", "network_timeout_response",
-                    "is_established", "is_released", "is_aborted"),
+                    "is_established", "is_released", "is_aborted", "_sent_release",
+                    "_accepted_cx", "ae"),
     "ACSE": ("is_release_requested", "is_aborted", "send_release"),
     "ServiceUser": ("ae_title", "address_info", "primitive"),
+    "ServiceUser class": ("accepted_common_extended",),  # a property the acceptor's alone has
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
@@ -108,7 +112,8 @@ def _probes() -> dict[str, Any]:
         "association module": _association_module, "DULServiceProvider": association.dul,
         "StateMachine": association.dul.state_machine, "DIMSEServiceProvider": association.dimse,
         "DIMSEMessage": DIMSEMessage(), "C_STORE": C_STORE(), "AssociationSocket": socket,
-        "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
+        "Association": association, "ServiceUser": association.requestor,
+        "ServiceUser class": type(association.requestor), "AE": association.ae,
         "ACSE": association.acse,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
@@ -145,6 +150,11 @@ from pacs.dimse.pynetdicom_internals.connection import (  # noqa: E402
     raw_socket,
     received_digest,
 )
+from pacs.dimse.pynetdicom_internals.direct import (  # noqa: E402
+    DirectEvent,
+    is_direct,
+    serve_directly,
+)
 from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     SharedContexts,
     association_alive,
@@ -175,6 +185,7 @@ __all__ = [
     "park_reactor", "raw_socket", "received_digest", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
+    "DirectEvent", "is_direct", "serve_directly",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).

@@ -1,8 +1,8 @@
 """pynetdicom's two threads per association, event-driven: the DUL blocks on its socket and a
 wake-up fd, the association reactor on a doorbell; neither sleeps in a loop.
 
-Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included) and
-the standard library; nothing of ours.
+Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
+standard library and pynetdicom_internals.direct (requests served without a service class).
 
 pynetdicom 3.0.4 polls. Its DUL thread looks at its queues and select()s its socket with a zero
 timeout, and sleeps 1 ms when it found nothing; the association reactor sleeps 1 ms on every
@@ -33,6 +33,8 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_P_ABORT
+
+from pacs.dimse.pynetdicom_internals.direct import direct_handler, serve_direct
 
 # Logged as pynetdicom's reactor logs them: operators and our one-line filter know these lines.
 _ASSOCIATION_LOG = logging.getLogger("pynetdicom.association")
@@ -295,10 +297,15 @@ _pynetdicom_serve_request = Association._serve_request
 
 
 def _serve_request_then_ring(self: Association, message: Any, context_id: int) -> None:
-    """Association._serve_request; served outside the reactor (pynetdicom serves an
+    """Association._serve_request, or a handler of ours that serves the request without
+    pynetdicom's service class (direct.py). Served outside the reactor (pynetdicom serves an
     N-EVENT-REPORT in a thread of its own, which clears `_is_paused` as it ends), it wakes the
     reactor to set `_is_paused` again, or a `release` waiting for it would wait for good."""
-    _pynetdicom_serve_request(self, message, context_id)
+    direct = direct_handler(self, message, context_id)
+    if direct is not None:
+        serve_direct(self, direct[0], message, direct[1])
+    else:
+        _pynetdicom_serve_request(self, message, context_id)
     if threading.current_thread() is not self:
         doorbell(self).set()
 

@@ -320,17 +320,35 @@ def send_primitive(assoc: Any, primitive: Any, context_id: int,
     assoc.dimse.send_msg(primitive, context_id)
 
 
+# transfer syntax UID -> (implicit VR, little endian, deflated): pydicom's UID properties look
+# the syntax up each time they are read.
+_ENCODINGS: dict[str, tuple[bool, bool, bool]] = {}
+
+
+def _encoding(syntax: Any) -> tuple[bool, bool, bool]:
+    found = _ENCODINGS.get(str(syntax))
+    if found is None:
+        found = _ENCODINGS[str(syntax)] = (bool(syntax.is_implicit_VR),
+                                          bool(syntax.is_little_endian),
+                                          bool(syntax.is_deflated))
+    return found
+
+
 class FindResponses:
     """The responses of one C-FIND, sent the fast way: the Pending command set is the same for
     every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom; command
     and identifier in one system call. The final response too (`finish`): through pynetdicom it
-    waited for a DIMSE encode, a queue hop and the DUL thread's wake-up (~0.5 ms)."""
+    waited for a DIMSE encode, a queue hop and the DUL thread's wake-up (~0.5 ms).
 
-    def __init__(self, event: Any):
+    `direct`: the request is served without pynetdicom's service class (direct.py), so there is
+    no response of pynetdicom's to drop, and a response the fast path declines goes to
+    pynetdicom's DIMSE queue from here instead of back to the caller."""
+
+    def __init__(self, event: Any, direct: bool = False):
         self.assoc = event.assoc
+        self.direct = direct
         self.context_id = int(event.context.context_id)
-        syntax = event.context.transfer_syntax
-        self._encoding = (syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        self._encoding = _encoding(event.context.transfer_syntax)
         self._fields = {
             "AffectedSOPClassUID": str(event.request.AffectedSOPClassUID),
             "CommandField": 0x8020, "CommandDataSetType": DATA_SET_PRESENT,
@@ -339,12 +357,13 @@ class FindResponses:
         self._commands: dict[int, bytes] = {}
 
     def send(self, status: int, identifier: Dataset) -> bool:
-        """Send one Pending response; False when it must go pynetdicom's way instead."""
+        """Send one Pending response; False when it must go pynetdicom's way instead (direct:
+        when the identifier cannot be encoded, and nothing was sent)."""
         command = self._commands.get(status)
         if command is None:
             command = self._commands[status] = encode_command({**self._fields,
                                                                "Status": int(status)})
-        if _usable_socket(self.assoc) is None:
+        if _usable_socket(self.assoc) is None and not self.direct:
             return False  # checked first, so nothing is encoded twice
         implicit, little, deflated = self._encoding
         data = encode_raw_dataset(identifier, implicit) if little and not deflated else None
@@ -354,7 +373,12 @@ class FindResponses:
             return False
         if not data:
             return False
-        return send_message(self.assoc, self.context_id, command, data)
+        if send_message(self.assoc, self.context_id, command, data):
+            return True
+        if not self.direct:
+            return False
+        self.assoc.dimse.send_msg(self._primitive(status, data), self.context_id)
+        return True
 
     def finish(self, status: Dataset | int) -> bool:
         """Send the final response (status, Error Comment, Offending Element, Error ID; no
@@ -372,10 +396,28 @@ class FindResponses:
                     else [value]
         else:
             fields["Status"] = int(status)
-        if not send_message(self.assoc, self.context_id, encode_command(fields)):
+        if send_message(self.assoc, self.context_id, encode_command(fields)):
+            if not self.direct:
+                self.assoc.dimse.drop_response(C_FIND, self._fields["MessageIDBeingRespondedTo"])
+            return True
+        if not self.direct:
             return False
-        self.assoc.dimse.drop_response(C_FIND, self._fields["MessageIDBeingRespondedTo"])
+        primitive = self._primitive(fields["Status"])
+        for keyword in ("ErrorComment", "ErrorID", "OffendingElement"):
+            if keyword in fields:
+                setattr(primitive, keyword, fields[keyword])
+        self.assoc.dimse.send_msg(primitive, self.context_id)
         return True
+
+    def _primitive(self, status: int, data: bytes | None = None) -> C_FIND:
+        """The response as a pynetdicom primitive, for its DIMSE queue."""
+        primitive = C_FIND()
+        primitive.MessageIDBeingRespondedTo = self._fields["MessageIDBeingRespondedTo"]
+        primitive.AffectedSOPClassUID = self._fields["AffectedSOPClassUID"]
+        primitive.Status = int(status)
+        if data is not None:
+            primitive.Identifier = BytesIO(bytes(data))
+        return primitive
 
 
 def install_sending_hooks() -> tuple[str, ...]:
