@@ -99,9 +99,12 @@ class Index(IndexReads):
     def close(self) -> None:
         """Close the calling thread's connection and, for a pool, all idle ones."""
         self.release_connection()
-        close_all = getattr(self.database, "close_all", None)
-        if close_all:
-            close_all()
+        # SQLite: the idle ones only, as before only the caller's closed (other threads may
+        # still be reading); PostgreSQL: every one.
+        close = getattr(self.database, "close_idle" if is_sqlite(self.database) else "close_all",
+                        None)
+        if close:
+            close()
 
     # --- writes --------------------------------------------------------------------------------
 

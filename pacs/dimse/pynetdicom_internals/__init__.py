@@ -49,6 +49,7 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 
 from __future__ import annotations
 
+import importlib
 import socket as _socket
 from typing import Any
 
@@ -94,6 +95,13 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
     "dimse_messages module": ("create_file_meta", "write_file_meta_info"),
+    # UID validation, remembered (reactors.remembered_set_uid): set_uid as each module has it.
+    "utils module": ("set_uid",),
+    "pdu_primitives module": ("set_uid",),
+    "dimse_primitives module": ("set_uid",),
+    "pdu_items module": ("set_uid",),
+    "presentation module": ("set_uid",),
+    "ae module": ("set_uid",),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
@@ -118,6 +126,8 @@ def _probes() -> dict[str, Any]:
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
         "dimse_messages module": _dimse_messages_module,
+        **{f"{name} module": importlib.import_module(f"pynetdicom.{name}") for name in
+           ("utils", "pdu_primitives", "dimse_primitives", "pdu_items", "presentation", "ae")},
     }
 
 
