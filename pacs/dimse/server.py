@@ -38,6 +38,7 @@ from pacs.dimse.pynetdicom_internals import (
     raw_socket,
     register_server,
     serve_directly,
+    start_reading_early,
 )
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.searches import serve_find
@@ -50,6 +51,7 @@ log = logging.getLogger("pacs.server")
 
 def _on_connection_open(event: Any) -> None:
     set_no_delay(raw_socket(event.assoc))
+    start_reading_early(event.assoc)
 
 
 def _on_association_end(event: Any, services: Services) -> None:

@@ -87,7 +87,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
                     "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor", "_run_reactor",
                     "_kill", "_dul_ready", "_serve_request", "network_timeout_response",
                     "is_established", "is_released", "is_aborted", "_sent_release",
-                    "_accepted_cx", "ae"),
+                    "_accepted_cx", "ae", "_started_dul"),
     "ACSE": ("is_release_requested", "is_aborted", "send_release"),
     "ServiceUser": ("ae_title", "address_info", "primitive"),
     "ServiceUser class": ("accepted_common_extended",),  # a property the acceptor's alone has
@@ -96,6 +96,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "fsm module": ("ACTIONS", "DT_1"),
     "dimse_messages module": ("create_file_meta", "write_file_meta_info"),
     # UID validation, remembered (reactors.remembered_set_uid): set_uid as each module has it.
+    "acse module": ("negotiate_as_acceptor",),
     "utils module": ("set_uid",),
     "pdu_primitives module": ("set_uid",),
     "dimse_primitives module": ("set_uid",),
@@ -127,7 +128,8 @@ def _probes() -> dict[str, Any]:
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
         "dimse_messages module": _dimse_messages_module,
         **{f"{name} module": importlib.import_module(f"pynetdicom.{name}") for name in
-           ("utils", "pdu_primitives", "dimse_primitives", "pdu_items", "presentation", "ae")},
+           ("acse", "utils", "pdu_primitives", "dimse_primitives", "pdu_items", "presentation",
+            "ae")},
     }
 
 
@@ -178,7 +180,10 @@ from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     take_message_entry,
     unpark_reactor,
 )
-from pacs.dimse.pynetdicom_internals.reactors import install_reactor_hooks  # noqa: E402
+from pacs.dimse.pynetdicom_internals.reactors import (  # noqa: E402
+    install_reactor_hooks,
+    start_reading_early,
+)
 from pacs.dimse.pynetdicom_internals.receiving import install_receiving_hooks  # noqa: E402
 from pacs.dimse.pynetdicom_internals.sending import (  # noqa: E402
     FindResponses,
@@ -195,7 +200,7 @@ __all__ = [
     "park_reactor", "raw_socket", "received_digest", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
-    "DirectEvent", "is_direct", "serve_directly",
+    "DirectEvent", "is_direct", "serve_directly", "start_reading_early",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).

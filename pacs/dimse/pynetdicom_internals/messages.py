@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pynetdicom import acse as _acse_module
 from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
@@ -206,6 +207,31 @@ class SharedContexts(list):  # type: ignore[type-arg]
     def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
         return self
 
+    def for_syntaxes(self, abstract_syntaxes: set[str]) -> list[Any]:
+        """The contexts of these abstract syntaxes, in order (an index built on first use)."""
+        index: dict[str, list[tuple[int, Any]]] | None = self.__dict__.get("_index")
+        if index is None:
+            index = {}
+            for position, context in enumerate(self):
+                index.setdefault(str(context.abstract_syntax), []).append((position, context))
+            self.__dict__["_index"] = index
+        found = [entry for syntax in abstract_syntaxes for entry in index.get(str(syntax), ())]
+        return [context for _, context in sorted(found, key=lambda entry: entry[0])]
+
+
+_pynetdicom_negotiate_as_acceptor = _acse_module.negotiate_as_acceptor
+
+
+def _negotiate_requested(rq_contexts: Any, ac_contexts: Any, roles: Any = None) -> Any:
+    """presentation.negotiate_as_acceptor over our supported contexts of the requested abstract
+    syntaxes only: it indexes every supported context (170 storage classes and more) by
+    abstract syntax on each association, and looks up only the requested ones. (With none of
+    them supported it gets the whole list, as an empty one takes another path.)"""
+    if isinstance(ac_contexts, SharedContexts):
+        wanted = ac_contexts.for_syntaxes({str(cx.abstract_syntax) for cx in rq_contexts})
+        ac_contexts = wanted or ac_contexts
+    return _pynetdicom_negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
+
 
 def register_server(ae: Any, server: Any) -> None:
     """Let `ae.shutdown()` stop a server we started ourselves."""
@@ -215,4 +241,5 @@ def register_server(ae: Any, server: Any) -> None:
 def install_message_hooks() -> tuple[str, ...]:
     """Put the DIMSE hook in place; what it replaces, for the record."""
     _association_module.DIMSEServiceProvider = HardenedDIMSE  # type: ignore[misc]
-    return ("association.DIMSEServiceProvider",)
+    _acse_module.negotiate_as_acceptor = _negotiate_requested  # type: ignore[attr-defined]
+    return ("association.DIMSEServiceProvider", "acse.negotiate_as_acceptor")
