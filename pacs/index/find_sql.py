@@ -52,43 +52,56 @@ def _placeholder(number: int) -> str:
     return f"{_MARK}{number}{_MARK}"
 
 
-def _split(pred: Pred, values: list[Any]) -> tuple[Hashable, Pred]:
-    """(shape, template) of one predicate: its values appended to `values`, replaced by
-    placeholders in the template."""
+def _shape(pred: Pred, values: list[Any]) -> Hashable:
+    """The shape of one predicate (its structure and columns), its values appended to
+    `values` in the order `_template` numbers its placeholders."""
     if isinstance(pred, Compare):
         values.append(pred.value)
-        return ("cmp", pred.term, pred.op), dataclasses.replace(
-            pred, value=_placeholder(len(values) - 1))
+        return ("cmp", pred.term, pred.op)
     if isinstance(pred, In):
-        first = len(values)
         values.extend(pred.values)
-        marks = tuple(_placeholder(first + i) for i in range(len(pred.values)))
-        return ("in", pred.term, len(marks)), dataclasses.replace(pred, values=marks)
+        return ("in", pred.term, len(pred.values))
     if isinstance(pred, (Like, AnyValueLike)):
         values.append(pred.pattern)
-        return (type(pred).__name__, pred.term), dataclasses.replace(
-            pred, pattern=_placeholder(len(values) - 1))
+        return (type(pred).__name__, pred.term)
     if isinstance(pred, (All, AnyOf)):
-        parts = [_split(item, values) for item in pred.items]
-        return (type(pred).__name__, tuple(s for s, _ in parts)), dataclasses.replace(
-            pred, items=tuple(t for _, t in parts))
+        return (type(pred).__name__, tuple(_shape(item, values) for item in pred.items))
     if isinstance(pred, Not):
-        shape, template = _split(pred.item, values)
-        return ("not", shape), dataclasses.replace(pred, item=template)
+        return ("not", _shape(pred.item, values))
     if isinstance(pred, Exists):
-        shape, template = _split(pred.where, values)
-        return ("exists", pred.child, pred.parent, shape), dataclasses.replace(
-            pred, where=template)
+        return ("exists", pred.child, pred.parent, _shape(pred.where, values))
     if isinstance(pred, CountIs):
         values.append(pred.value)
-        return ("count", pred.child, pred.parent), dataclasses.replace(
-            pred, value=_placeholder(len(values) - 1))
+        return ("count", pred.child, pred.parent)
     if isinstance(pred, PostFilter):
-        if pred.prefilter is None:
-            return ("post", pred.col, None), pred
-        shape, template = _split(pred.prefilter, values)
-        return ("post", pred.col, shape), dataclasses.replace(pred, prefilter=template)
+        return ("post", pred.col, None if pred.prefilter is None
+                else _shape(pred.prefilter, values))
     raise _NoShape  # Zoned: its SQL lists the offsets the index holds
+
+
+def _placeholders(pred: Pred, count: list[int]) -> Pred:
+    """The predicate with its values replaced by numbered placeholders, in `_shape`'s order."""
+    def mark() -> str:
+        count[0] += 1
+        return _placeholder(count[0] - 1)
+
+    if isinstance(pred, Compare):
+        return dataclasses.replace(pred, value=mark())
+    if isinstance(pred, In):
+        return dataclasses.replace(pred, values=tuple(mark() for _ in pred.values))
+    if isinstance(pred, (Like, AnyValueLike)):
+        return dataclasses.replace(pred, pattern=mark())
+    if isinstance(pred, (All, AnyOf)):
+        return dataclasses.replace(pred, items=tuple(_placeholders(i, count) for i in pred.items))
+    if isinstance(pred, Not):
+        return dataclasses.replace(pred, item=_placeholders(pred.item, count))
+    if isinstance(pred, Exists):
+        return dataclasses.replace(pred, where=_placeholders(pred.where, count))
+    if isinstance(pred, CountIs):
+        return dataclasses.replace(pred, value=mark())
+    if isinstance(pred, PostFilter) and pred.prefilter is not None:
+        return dataclasses.replace(pred, prefilter=_placeholders(pred.prefilter, count))
+    return pred
 
 
 def _template(compile_sql: Callable[[Sequence[Pred]], tuple[str, list[Any]]],
@@ -122,13 +135,14 @@ def cached_statement(context: Hashable, predicates: Sequence[Pred],
     holds what else the text depends on (backend, level, columns read)."""
     values: list[Any] = []
     try:
-        parts = [_split(pred, values) for pred in predicates]
+        key = (context, tuple(_shape(pred, values) for pred in predicates))
     except _NoShape:
         return None
-    key = (context, tuple(shape for shape, _ in parts))
     statement = _statements.get(key)
     if statement is None:
-        statement = _template(compile_sql, [template for _, template in parts], len(values))
+        count = [0]
+        templates = [_placeholders(pred, count) for pred in predicates]
+        statement = _template(compile_sql, templates, len(values))
         if len(_statements) >= _MOST_SHAPES:
             _statements.clear()
         _statements[key] = statement

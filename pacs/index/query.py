@@ -342,19 +342,27 @@ class _DeclaredCursor:
 
 @contextmanager
 def _cursor(sql: str, params: Sequence[Any]) -> Iterator[Any]:
-    """A cursor over the statement, inside a read transaction (one snapshot throughout)."""
+    """A cursor over the statement, reading one snapshot throughout."""
     database = database_proxy.obj
     wrapper = peewee.__exception_wrapper__
-    with database.atomic():
-        if is_sqlite(database):
-            _prepare(database)
-            cursor = database.execute_sql(sql, params)
-        else:
-            # A server-side cursor: rows travel in batches as they are read. Declared by
-            # hand rather than by psycopg2's named cursor, which takes three round trips
-            # (DECLARE, FETCH, CLOSE) where this takes one for a search of one batch.
+    if is_sqlite(database):
+        # One SELECT is one read transaction in SQLite, from its first step until the cursor
+        # is exhausted or closed: no BEGIN and COMMIT around it (two more statements).
+        _prepare(database)
+        cursor = database.execute_sql(sql, params)
+        try:
             with wrapper:
-                cursor = _DeclaredCursor(database.connection().cursor(), sql, params)
+                yield cursor
+        finally:
+            cursor.close()
+        return
+    with database.atomic():
+        # A server-side cursor: rows travel in batches as they are read. Declared by hand
+        # rather than by psycopg2's named cursor, which takes three round trips (DECLARE,
+        # FETCH, CLOSE) where this takes one for a search of one batch. It lives in the
+        # transaction.
+        with wrapper:
+            cursor = _DeclaredCursor(database.connection().cursor(), sql, params)
         try:
             with wrapper:
                 yield cursor
