@@ -1,7 +1,7 @@
 """C-FIND identifiers: validating a request (PS3.4 C.4.1.1.3.1, C.4.1.2); model/responses.py
 builds the response of one match (C.4.1.1.3.2).
 
-Room: model/. Imports model/ (levels, matching, status) and pydicom; no database. The
+Room: model/. Imports model/ (datasets, levels, matching, status) and pydicom; no database. The
 request identifier is never modified: it is read from a shallow copy (`_reading_copy`), with
 values decoded by pydicom using the request's own Specific Character Set (ISO 2022 escapes
 included).
@@ -23,6 +23,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from pacs.model.datasets import dataset_of
 from pacs.model.levels import (
     DERIVED,
     UNIQUE,
@@ -223,10 +224,9 @@ def _reading_copy(identifier: Dataset) -> Dataset:
     """
     if any(type(element) is not RawDataElement for element in identifier.values()):
         return copy.deepcopy(identifier)
-    request = Dataset(dict(identifier.items()))
     implicit, little = identifier.original_encoding
-    request.set_original_encoding(implicit, little, identifier.original_character_set)
-    return request
+    return dataset_of(dict(identifier.items()),
+                      (implicit, little, identifier.original_character_set))
 
 
 def _encoding(identifier: Dataset) -> tuple[bool, bool] | None:

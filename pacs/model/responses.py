@@ -1,7 +1,8 @@
 """C-FIND response identifiers (PS3.4 C.4.1.1.3.2): the requested keys with one match's
 values, the Unique Keys of the levels above, Query/Retrieve Level and Retrieve AE Title.
 
-Room: model/. Imports model/ (identifier, levels, value_matching) and pydicom; no database.
+Room: model/. Imports model/ (datasets, identifier, levels, value_matching) and pydicom; no
+database.
 A `ResponseBuilder` does the per-request work once (which elements, their VRs, the elements
 every response shares) and writes each match's text values as raw, already encoded elements:
 pydicom then copies their bytes when it encodes the response instead of converting each
@@ -23,6 +24,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import DS, IS
 
+from pacs.model.datasets import dataset_of
 from pacs.model.identifier import FindRequest, _has_non_ascii
 from pacs.model.levels import Key, unique_key
 from pacs.model.value_matching import item_matches, load_items
@@ -198,10 +200,9 @@ class ResponseBuilder:
         if not ascii_only:
             elements[_SPECIFIC_CHARACTER_SET] = DataElement(_SPECIFIC_CHARACTER_SET, "CS", UTF8)
             encodings = _UTF8_ENCODINGS
-        answer = Dataset(elements)
         if self.as_encoded:
-            answer.set_original_encoding(self.implicit, self.little, encodings)
-        return answer
+            return dataset_of(elements, (self.implicit, self.little, encodings))
+        return dataset_of(elements)
 
 
 def build_response(request: FindRequest, row: Mapping[str, str], retrieve_ae_title: str,
