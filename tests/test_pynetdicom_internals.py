@@ -18,7 +18,7 @@ from pynetdicom.dsutils import create_file_meta
 from pynetdicom.transport import AssociationServer, AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
-from pacs.dimse.pynetdicom_internals import connection, messages, reactors, receiving
+from pacs.dimse.pynetdicom_internals import connection, messages, reactors, receiving, sending
 
 REPO = Path(__file__).resolve().parent.parent
 INTERNALS = REPO / "pacs" / "dimse" / "pynetdicom_internals"
@@ -148,3 +148,33 @@ def test_received_data_sets_start_their_writeback_while_arriving(tmp_path: Path)
         received.flush()
         receiving.start_writeback(received.fileno())
     assert path.read_bytes() == b"\x01" * 300_000
+
+
+# PS3.7 9.3.2.2: a C-FIND response's command set made from the per-process template is the one
+# encoded whole, for any Message ID Being Responded To.
+@pytest.mark.parametrize("status, has_data", [(0xFF00, True), (0xFF01, True), (0x0000, False),
+                                              (0xFE00, False)])
+def test_find_response_commands_from_the_template_are_encoded_whole(status: int,
+                                                                      has_data: bool) -> None:
+    sop_class = "1.2.840.10008.5.1.4.1.2.2.1"
+    for message_id in (1, 0x1234, 0xFFFF):
+        whole = sending.encode_command({
+            "AffectedSOPClassUID": sop_class, "CommandField": 0x8020,
+            "CommandDataSetType": 0x0001 if has_data else 0x0101,
+            "MessageIDBeingRespondedTo": message_id, "Status": status})
+        assert sending._find_command(sop_class, status, has_data, message_id) == whole
+
+
+# Issue #12: UIDs pynetdicom validates are remembered once found conformant; the others still
+# get pynetdicom's own treatment every time.
+def test_uid_validation_is_remembered_only_for_conformant_uids() -> None:
+    from pynetdicom import pdu_primitives
+
+    assert pdu_primitives.set_uid is reactors.remembered_set_uid
+    uid = reactors.remembered_set_uid("1.2.840.10008.1.1", "probe")
+    assert uid == "1.2.840.10008.1.1"
+    assert reactors.remembered_set_uid("1.2.840.10008.1.1", "probe") is uid
+    assert reactors.remembered_set_uid("1.2.abc", "probe") == "1.2.abc"  # warned about
+    assert "1.2.abc" not in reactors._CONFORMANT
+    with pytest.raises(ValueError):
+        reactors.remembered_set_uid("1." * 40, "probe")  # longer than 64 characters

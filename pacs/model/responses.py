@@ -85,6 +85,27 @@ def _mode(vr: str) -> int:
     return _PYDICOM
 
 
+# (VR, text) -> whether pydicom reads every value of the number string: counts repeat (the
+# number of instances of a series), and pydicom's IS/DS constructors cost ~5 us per value.
+_READABLE_NUMBERS: dict[tuple[str, str], bool] = {}
+
+
+def _readable_number(vr: str, text: str) -> bool:
+    key = (vr, text)
+    readable = _READABLE_NUMBERS.get(key)
+    if readable is None:
+        try:
+            for part in text.split("\\"):
+                _NUMBER_STRINGS[vr](part)
+            readable = True
+        except _CONVERSION_ERRORS:
+            readable = False
+        if len(_READABLE_NUMBERS) >= 4096:
+            _READABLE_NUMBERS.clear()
+        _READABLE_NUMBERS[key] = readable
+    return readable
+
+
 def encode_text(tag: int, vr: str, text: str) -> RawDataElement | DataElement:
     """One stored text value as a response element: raw bytes where they are certain to be
     pydicom's (text VRs in UTF-8, which a non-ASCII response declares), else pydicom's own."""
@@ -95,10 +116,7 @@ def encode_text(tag: int, vr: str, text: str) -> RawDataElement | DataElement:
     if mode == _LATIN and text.isascii():
         return _raw(tag, vr, text.encode("ascii"))
     if mode == _NUMBER and text.isascii():
-        try:
-            for part in text.split("\\"):
-                _NUMBER_STRINGS[vr](part)
-        except _CONVERSION_ERRORS:
+        if not _readable_number(vr, text):
             return DataElement(tag, vr, None)
         return _raw(tag, vr, text.encode("ascii"))
     return pydicom_element(tag, vr, text)

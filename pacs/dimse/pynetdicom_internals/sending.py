@@ -267,7 +267,7 @@ def _usable_socket(assoc: Any) -> Any:
 
 
 def send_message(assoc: Any, context_id: int, command: Dataset | bytes,
-                 data: bytes | memoryview | None = None) -> bool:
+                 data: bytes | memoryview | None = None, max_pdu: int | None = None) -> bool:
     """Send one DIMSE message on an established association, straight to its socket.
 
     `command` is an encoded command set (see `encode_command`) or a pydicom one; `data` the
@@ -279,7 +279,8 @@ def send_message(assoc: Any, context_id: int, command: Dataset | bytes,
     """
     encoded = command if isinstance(command, (bytes, bytearray)) else (
         _encode_command_dataset(command))
-    max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+    if max_pdu is None:  # the peer's maximum (0: none), unless the caller read it already
+        max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
     if 0 < max_pdu <= 8:
         return False
     parts = pdu_parts(context_id, bytes(encoded), data, max_pdu)
@@ -334,6 +335,28 @@ def _encoding(syntax: Any) -> tuple[bool, bool, bool]:
     return found
 
 
+_MESSAGE_ID_HEADER = struct.pack("<HHI", 0x0000, 0x0120, 2)  # Message ID Being Responded To
+# (SOP class, status, data set follows) -> (command set with Message ID Being Responded To 0,
+# the offset of that value): the C-FIND responses without comments, encoded once per process.
+_FIND_COMMANDS: dict[tuple[str, int, bool], tuple[bytes, int]] = {}
+
+
+def _find_command(sop_class: str, status: int, has_data: bool, message_id: int) -> bytes:
+    """The command set of a C-FIND response carrying only its status (PS3.7 9.3.2.2)."""
+    key = (sop_class, status, has_data)
+    template = _FIND_COMMANDS.get(key)
+    if template is None:
+        encoded = encode_command({
+            "AffectedSOPClassUID": sop_class, "CommandField": 0x8020,
+            "CommandDataSetType": DATA_SET_PRESENT if has_data else NO_DATA_SET,
+            "MessageIDBeingRespondedTo": 0, "Status": status})
+        template = _FIND_COMMANDS[key] = (encoded, encoded.index(_MESSAGE_ID_HEADER) + 8)
+    encoded, offset = template
+    command = bytearray(encoded)
+    struct.pack_into("<H", command, offset, message_id)
+    return bytes(command)
+
+
 class FindResponses:
     """The responses of one C-FIND, sent the fast way: the Pending command set is the same for
     every one (PS3.7 9.3.2.2), so it is encoded once; each identifier once, by pydicom; command
@@ -355,14 +378,18 @@ class FindResponses:
             "MessageIDBeingRespondedTo": int(event.request.MessageID),
         }
         self._commands: dict[int, bytes] = {}
+        self._max_pdu = int(self.assoc.dimse.maximum_pdu_size or 0)
+
+    def _command(self, status: int, has_data: bool) -> bytes:
+        return _find_command(self._fields["AffectedSOPClassUID"], int(status), has_data,
+                             self._fields["MessageIDBeingRespondedTo"])
 
     def send(self, status: int, identifier: Dataset) -> bool:
         """Send one Pending response; False when it must go pynetdicom's way instead (direct:
         when the identifier cannot be encoded, and nothing was sent)."""
         command = self._commands.get(status)
         if command is None:
-            command = self._commands[status] = encode_command({**self._fields,
-                                                               "Status": int(status)})
+            command = self._commands[status] = self._command(status, True)
         if _usable_socket(self.assoc) is None and not self.direct:
             return False  # checked first, so nothing is encoded twice
         implicit, little, deflated = self._encoding
@@ -373,7 +400,7 @@ class FindResponses:
             return False
         if not data:
             return False
-        if send_message(self.assoc, self.context_id, command, data):
+        if send_message(self.assoc, self.context_id, command, data, self._max_pdu):
             return True
         if not self.direct:
             return False
@@ -396,7 +423,9 @@ class FindResponses:
                     else [value]
         else:
             fields["Status"] = int(status)
-        if send_message(self.assoc, self.context_id, encode_command(fields)):
+        plain = len(fields) == len(self._fields) + 1  # the status alone: no comment, no ID
+        command = self._command(fields["Status"], False) if plain else encode_command(fields)
+        if send_message(self.assoc, self.context_id, command, None, self._max_pdu):
             if not self.direct:
                 self.assoc.dimse.drop_response(C_FIND, self._fields["MessageIDBeingRespondedTo"])
             return True
