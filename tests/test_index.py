@@ -59,3 +59,25 @@ def test_a_stored_row_equals_the_row_peewee_would_write(database_url: str) -> No
         assert index.add_instance(ours).outcome == "kept"
     finally:
         index.close()
+
+
+# Issue #12: a thread's SQLite connection (an association's) goes back to a pool when it is
+# released; the next thread takes it instead of opening and configuring one of its own.
+def test_sqlite_connections_are_reused_by_the_next_thread(tmp_path) -> None:  # noqa: ANN001
+    import threading
+
+    index = Index(f"sqlite:///{tmp_path}/index.sqlite")
+    used: list[object] = []
+
+    def association() -> None:
+        index.stats()
+        used.append(index.database.connection())
+        index.release_connection()
+
+    for _ in range(2):
+        thread = threading.Thread(target=association)
+        thread.start()
+        thread.join()
+    assert used[0] is used[1]
+    assert index.stats().instances == 0  # and it still reads, from this thread
+    index.close()
