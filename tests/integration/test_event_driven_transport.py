@@ -83,3 +83,29 @@ def test_wake_up_writes_only_when_its_thread_sleeps() -> None:
     finally:
         wake_up.close()
     wake_up.ring()  # after close: ignored, never written to a reused descriptor
+
+
+# PS3.8 AE-7 and AR-4: the A-ASSOCIATE-AC and the A-RELEASE-RP are written by the thread that
+# decided them (no hand-off to the DUL thread, which may be asleep), and the association goes
+# through Sta6 to its release as before; the DUL thread itself starts before the association's.
+def test_association_answers_are_sent_by_the_deciding_thread(
+        server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pynetdicom.dul import DULServiceProvider
+
+    senders: dict[str, bool] = {}
+    send = DULServiceProvider._send
+
+    def observed(self, pdu) -> None:  # type: ignore[no-untyped-def]
+        senders[type(pdu).__name__] = isinstance(threading.current_thread(),
+                                                 reactors.EventDrivenDUL)
+        send(self, pdu)
+
+    monkeypatch.setattr(DULServiceProvider, "_send", observed)
+    association = scu(Verification).associate(*server.address, ae_title="MINIPACS")
+    assert association.is_established
+    assert association.send_c_echo().Status == 0x0000
+    association.release()
+    assert association.is_released
+    assert _until(lambda: "A_RELEASE_RP" in senders)
+    assert senders["A_ASSOCIATE_AC"] is False
+    assert senders["A_RELEASE_RP"] is False

@@ -39,7 +39,7 @@ from pynetdicom import utils as _utils
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu_primitives import A_P_ABORT
+from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT, A_RELEASE
 
 from pacs.dimse.pynetdicom_internals.direct import direct_handler, serve_direct
 
@@ -126,6 +126,36 @@ def end_broken_connection(dul: Any) -> None:
     dul.assoc.dimse.msg_queue.put((None, None))
 
 
+# The answers a user thread may send itself: (state, primitive type, accepted/affirmative).
+_INLINE_ANSWERS = {"Sta3": A_ASSOCIATE, "Sta8": A_RELEASE}
+
+
+def _answers_now(dul: Any, primitive: Any) -> bool:
+    """Whether `primitive` is the answer (A-ASSOCIATE accept, A-RELEASE response) the DUL's
+    state awaits from its user."""
+    expected = _INLINE_ANSWERS.get(dul.state_machine.current_state)
+    return expected is not None and type(primitive) is expected \
+        and primitive.result is not None \
+        and (expected is not A_ASSOCIATE or primitive.result == 0x00)
+
+
+def _sent_inline(dul: Any, primitive: Any) -> bool:
+    """Run the DUL's step for an answer `_answers_now` accepts in the calling thread (see
+    EventDrivenDUL.send_pdu); False, having done nothing, when it may not."""
+    if not dul.step_lock.acquire(blocking=False):
+        return False
+    try:
+        if not _answers_now(dul, primitive) or dul.event_queue.queue \
+                or dul.to_provider_queue.queue or dul._kill_thread:
+            return False
+        queue.Queue.put(dul.to_provider_queue, primitive)  # not rung: nothing to wake for
+        dul._process_recv_primitive()  # Evt7 or Evt14 on the event queue
+        dul.state_machine.do_action(dul.event_queue.get_nowait())
+        return True
+    finally:
+        dul.step_lock.release()
+
+
 class EventDrivenDUL(DULServiceProvider):
     """pynetdicom's DICOM Upper Layer provider with a loop that blocks instead of polling."""
 
@@ -135,6 +165,7 @@ class EventDrivenDUL(DULServiceProvider):
         self.event_queue = WakingQueue(self.wake_up.ring)
         self.to_provider_queue = WakingQueue(self.wake_up.ring)
         self.to_user_queue = WakingQueue(doorbell(assoc).set)
+        self.step_lock = threading.Lock()  # held by this thread for each round of its loop
 
     def run_reactor(self) -> None:
         """Read, send and run the state machine until killed (PS3.8 9.2)."""
@@ -148,27 +179,48 @@ class EventDrivenDUL(DULServiceProvider):
         self.assoc._dul_ready.set()
         readable = False
         while not self._kill_thread:
-            if self.artim_timer.expired:
-                self.event_queue.put("Evt18")
-            try:
-                # One outgoing primitive or one incoming PDU per round, like pynetdicom.
-                if self._process_recv_primitive():
-                    pass
-                elif readable or self.state_machine.current_state == "Sta13":
-                    readable = False
-                    if self._is_transport_event():
-                        self._idle_timer.restart()
-            except Exception as exc:  # noqa: BLE001 - the connection cannot go on
-                self.transport_failed(exc)
-                return
-            try:
-                event = self.event_queue.get_nowait()
-            except queue.Empty:
-                if self.state_machine.current_state == "Sta13" and self._socket_open():
-                    continue  # PS3.8 Sta13: read what is left, and close once the peer is quiet
+            with self.step_lock:  # one round; `send_pdu` may take a turn between rounds
+                if self.artim_timer.expired:
+                    self.event_queue.put("Evt18")
+                try:
+                    # One outgoing primitive or one incoming PDU per round, like pynetdicom.
+                    if self._process_recv_primitive():
+                        pass
+                    elif readable or self.state_machine.current_state == "Sta13":
+                        readable = False
+                        if self._is_transport_event():
+                            self._idle_timer.restart()
+                except Exception as exc:  # noqa: BLE001 - the connection cannot go on
+                    self.transport_failed(exc)
+                    return
+                try:
+                    event = self.event_queue.get_nowait()
+                except queue.Empty:
+                    event = None
+                    if self.state_machine.current_state == "Sta13" and self._socket_open():
+                        continue  # PS3.8 Sta13: read what is left, close once the peer is quiet
+                else:
+                    self.state_machine.do_action(event)
+            if event is None:
                 readable = self._sleep()
-                continue
-            self.state_machine.do_action(event)
+
+    def send_pdu(self, primitive: Any) -> None:
+        """Queue a primitive for the peer; an A-ASSOCIATE-AC or A-RELEASE-RP is sent at once
+        by the calling thread when this one is between rounds with nothing else to do.
+
+        PS3.8 AE-7 (Sta3) and AR-4 (Sta8) only send a PDU (AR-4 also starts ARTIM); run here,
+        under the lock the DUL thread holds for each of its rounds, they take the same state
+        machine through the same transition, and the peer has its answer without waiting for
+        this thread to wake (~0.1-0.5 ms each on a busy machine). Anything else, or anything
+        already queued, goes the DUL thread's way."""
+        if threading.current_thread() is self or not _answers_now(self, primitive):
+            super().send_pdu(primitive)
+            return
+        # As pynetdicom's send_pdu: the event first (its handlers may take their time), and
+        # outside the lock, so this thread's rounds go on meanwhile.
+        evt.trigger(self.assoc, evt.EVT_ACSE_SENT, {"primitive": primitive})
+        if not _sent_inline(self, primitive):
+            self.to_provider_queue.put(primitive)
 
     def transport_failed(self, error: Exception) -> None:
         """Reading or sending raised: end the connection (subclasses say why first)."""
