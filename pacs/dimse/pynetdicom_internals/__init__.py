@@ -38,6 +38,11 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Servers: no forced full garbage collection in the accept loop (`service_actions`).
 - Requests served directly (`direct`): a C-FIND on a plain socket goes from the reactor to our
   handler without pynetdicom's service class, Event and trailing final response.
+- Association set-up (`reactors`, `messages`): the DUL thread starts from the accepting thread
+  (it reads the A-ASSOCIATE-RQ while the association's thread starts); negotiation looks only
+  at our contexts of the requested abstract syntaxes; the A-ASSOCIATE-AC and A-RELEASE-RP go
+  out from the thread that decided them, under the DUL's per-round lock; UIDs found
+  conformant are not validated again (`set_uid`, remembered).
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
   responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
