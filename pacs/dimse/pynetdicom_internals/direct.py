@@ -23,7 +23,9 @@ handler runs, and an exception that escapes the handler aborts the association.
 from __future__ import annotations
 
 import logging
+import select
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -130,10 +132,42 @@ class DirectEvent:
 
     @property
     def is_cancelled(self) -> bool:
-        """Whether a C-CANCEL for this request has come (it is taken off the list)."""
+        """Whether a C-CANCEL for this request has come (it is taken off the list). What the
+        peer has sent is read first (see `let_the_dul_read`)."""
         cancels = self.assoc.dimse.cancel_req
         message_id = self.request.MessageID
+        if message_id not in cancels:
+            let_the_dul_read(self.assoc)
         if message_id in cancels:
             del cancels[message_id]
             return True
         return False
+
+
+_READ_WAIT = 0.05  # longest wait for the DUL thread to read what the peer sent, s
+
+
+def let_the_dul_read(assoc: Any) -> None:
+    """When the peer has sent something (a C-CANCEL, most likely) and the DUL thread has not
+    read it yet, wait until it has (at most `_READ_WAIT`). Responses stream from this thread
+    in a tight loop that gives up the GIL only to write; the DUL thread, woken by the C-CANCEL,
+    could wait milliseconds for the GIL and read it only after hundreds more responses (or
+    none: all of them written into the socket buffer first). One select() per response when
+    nothing came."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    lock = getattr(assoc.dul, "step_lock", None)
+    if sock is None:
+        return
+    deadline = 0.0
+    while True:
+        try:
+            readable = bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return
+        if not readable and not (lock is not None and lock.locked()):
+            return
+        now = time.monotonic()
+        deadline = deadline or now + _READ_WAIT
+        if now > deadline:
+            return
+        time.sleep(0.0002)
