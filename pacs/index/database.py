@@ -92,9 +92,9 @@ class Index(IndexReads):
         self.database.execute_sql("ANALYZE")
 
     def end_operation(self) -> None:
-        """Return a pooled (PostgreSQL) connection after each operation; SQLite keeps its own."""
-        if not is_sqlite(self.database):
-            self.release_connection()
+        """Return the calling thread's connection to the pool after each operation (both
+        backends pool: a worker thread that ends must not keep one out of the pool)."""
+        self.release_connection()
 
     def close(self) -> None:
         """Close the calling thread's connection and, for a pool, all idle ones."""
