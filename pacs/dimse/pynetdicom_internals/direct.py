@@ -144,7 +144,7 @@ class DirectEvent:
         return False
 
 
-_READ_WAIT = 0.05  # longest wait for the DUL thread to read what the peer sent, s
+_READ_WAIT = 0.02  # longest wait for the DUL thread to read what the peer sent, s
 
 
 def let_the_dul_read(assoc: Any) -> None:
