@@ -32,6 +32,9 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- A C-STORE request on an association we accepted is served by pynetdicom's Storage service
+  class in the DUL thread that completed it, when the reactor is idle (`DimseQueue`): no
+  hand-off to the reactor thread and back for each store.
 - Receiving (`receiving`): a C-STORE request's data set fragments go from one reused buffer
   straight into its file, hashed as they arrive (the store pipeline takes that hash instead
   of reading the file back); every other PDU, and TLS, is pynetdicom's.
@@ -58,6 +61,7 @@ from pynetdicom import fsm as _fsm_module
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 PINNED_VERSION = "3.0.4"
@@ -83,9 +87,12 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "Association": ("abort", "kill", "release", "is_acceptor", "_reactor_checkpoint",
                     "_is_paused", "dul", "dimse", "acse", "requestor", "acceptor", "_run_reactor",
                     "_kill", "_dul_ready", "_serve_request", "network_timeout_response",
-                    "is_established", "is_released", "is_aborted"),
+                    "is_established", "is_released", "is_aborted", "_sent_release",
+                    "_accepted_cx"),
     "ACSE": ("is_release_requested", "is_aborted", "send_release"),
     "ServiceUser": ("ae_title", "address_info", "primitive"),
+    "ServiceUser class": ("accepted_common_extended",),
+    "StorageServiceClass": ("SCP",),
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
@@ -109,7 +116,8 @@ def _probes() -> dict[str, Any]:
         "StateMachine": association.dul.state_machine, "DIMSEServiceProvider": association.dimse,
         "DIMSEMessage": DIMSEMessage(), "C_STORE": C_STORE(), "AssociationSocket": socket,
         "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
-        "ACSE": association.acse,
+        "ACSE": association.acse, "ServiceUser class": type(association.requestor),
+        "StorageServiceClass": StorageServiceClass,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
         "dimse_messages module": _dimse_messages_module,
