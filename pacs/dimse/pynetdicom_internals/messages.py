@@ -2,7 +2,8 @@
 the rest of dimse/ needs them (see the package docstring for what and why).
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
-standard library, pynetdicom_internals.connection, .reactors and .sending; nothing else of ours.
+standard library, pynetdicom_internals.connection, .reactors, .sending and .serving; nothing
+else of ours.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import _config
 from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import uid_to_service_class
 
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
-from pacs.dimse.pynetdicom_internals.reactors import WakingQueue, doorbell, ring_doorbell
+from pacs.dimse.pynetdicom_internals.reactors import ring_doorbell
 from pacs.dimse.pynetdicom_internals.sending import primitive_command, send_message
+from pacs.dimse.pynetdicom_internals.serving import DimseQueue, install_serving_hooks
 
 
 def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
@@ -41,63 +40,6 @@ def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
         if not is_command and is_last:
             expecting_data = False
     return None
-
-
-def _storage_context(assoc: Any, context_id: int, request: Any) -> Any:
-    """The accepted context of a C-STORE request the Storage service class serves as
-    pynetdicom's `_serve_request` would route it; None when anything is unusual (that path
-    then handles it: release sent, an invalid request, an unknown context, another class)."""
-    if assoc._sent_release or not request.is_valid_request:
-        return None
-    context = assoc._accepted_cx.get(context_id)
-    if context is None:
-        return None
-    class_uid = request.AffectedSOPClassUID
-    class_uid = assoc.acceptor.accepted_common_extended.get(class_uid, (class_uid,))[0]
-    if (not _config.UNRESTRICTED_STORAGE_SERVICE
-            and uid_to_service_class(class_uid) is not StorageServiceClass):
-        return None
-    return context
-
-
-class DimseQueue(WakingQueue):
-    """The DIMSE message queue, which serves a C-STORE request in the putting (DUL) thread
-    when the association's reactor has nothing else to do.
-
-    Why: handing each store to the reactor thread cost two thread wake-ups and the GIL
-    hand-offs between them, about a sixth of a store's CPU. The peer waits for the response
-    anyway (PS3.7 asynchronous operations are not negotiated), so the DUL has nothing to read
-    meanwhile. Only on associations we accepted (a C-GET SCU of ours takes its sub-operations
-    off this queue), and only when the queue is empty and the reactor is between requests,
-    so requests are still served one at a time, in order.
-    """
-
-    def __init__(self, dimse: HardenedDIMSE):
-        super().__init__(doorbell(dimse.assoc).set)
-        self.dimse = dimse
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Serve a C-STORE request here when the reactor is idle; queue anything else."""
-        context_id, message = item
-        if (type(message) is C_STORE and message.MessageIDBeingRespondedTo is None
-                and not self.dimse.serving_request and not self.queue
-                and self.dimse.assoc.is_acceptor and self._serve_store(context_id, message)):
-            return
-        super().put(item, block, timeout)
-
-    def _serve_store(self, context_id: int, request: Any) -> bool:
-        assoc = self.dimse.assoc
-        context = _storage_context(assoc, context_id, request)
-        if context is None:
-            return False
-        # The reactor, free meanwhile, must not take a slow store for a silent peer.
-        idle_timer = assoc.dul._idle_timer
-        idle_timer.stop()
-        try:
-            StorageServiceClass(assoc).SCP(request, context)
-        finally:
-            idle_timer.restart()
-        return True
 
 
 class HardenedDIMSE(DIMSEServiceProvider):
@@ -278,4 +220,4 @@ def register_server(ae: Any, server: Any) -> None:
 def install_message_hooks() -> tuple[str, ...]:
     """Put the DIMSE hook in place; what it replaces, for the record."""
     _association_module.DIMSEServiceProvider = HardenedDIMSE  # type: ignore[misc]
-    return ("association.DIMSEServiceProvider",)
+    return ("association.DIMSEServiceProvider", *install_serving_hooks())
