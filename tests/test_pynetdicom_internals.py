@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pynetdicom
@@ -130,6 +131,18 @@ def test_received_file_meta_with_a_value_pydicom_encodes_otherwise_is_left_to_py
     receiving.write_file_meta(ours, receiving.file_meta_values(**values))
     write_file_meta_info(theirs, create_file_meta(**values))
     assert ours.getvalue() == theirs.getvalue()
+
+
+# The receive fast path hashes a received file from its first byte without reading back the
+# preamble and File Meta Information pynetdicom wrote: what it notes is what the file holds.
+def test_received_file_notes_the_bytes_it_starts_with(tmp_path: Path) -> None:
+    values = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.45",
+                  transfer_syntax="1.2.840.10008.1.2.1")
+    with tempfile.NamedTemporaryFile(dir=tmp_path, delete=False, suffix=".dcm") as received:
+        received.write(b"\x00" * 128 + b"DICM")
+        receiving.write_file_meta(received, receiving.file_meta_values(**values))
+        noted = getattr(received, receiving._WRITTEN_PREFIX)
+    assert noted == Path(received.name).read_bytes()
 
 
 def test_received_files_get_their_file_meta_from_our_encoder() -> None:

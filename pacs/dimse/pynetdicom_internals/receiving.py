@@ -20,8 +20,9 @@ completes the message its usual way (events, C-STORE primitive, the DIMSE queue)
 queued) goes pynetdicom's way: a PDU already read is handed back through `pushback`, so its
 bytes are decoded exactly as before.
 
-The hash covers the whole file: what pynetdicom wrote before (the File Meta Information, and
-fragments it decoded itself) is read back once when the fast path takes a message over. It is
+The hash covers the whole file: what pynetdicom wrote before the fast path took a message over
+(the preamble and File Meta Information, which `write_file_meta` notes as it writes them; read
+back from the file if anything else was written) is hashed first. It is
 offered to the store handler only when the file's length equals what was hashed, so a PDU that
 went pynetdicom's way in the middle of a message costs a hash at store time, never a wrong one.
 
@@ -35,6 +36,7 @@ pydicom data set and its writer (a tenth of what a store cost in the DUL thread)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import socket
@@ -58,6 +60,8 @@ from pacs.dimse.pynetdicom_internals.sending import _COMMAND, _LAST, _PDU_HEADER
 _P_DATA_TF = 0x04
 _FIRST_BUFFER = 64 * 1024  # grows to the largest PDU the peer sends (bounded by the caller)
 _WRITE_BEHIND = 256 * 1024  # start the disk write each time this much more has arrived
+_PART10_PREFIX = 132  # the 128-byte preamble and 'DICM' (PS3.10 7.1)
+_WRITTEN_PREFIX = "minipacs_written_prefix"  # on a received file: the bytes it starts with
 
 # Reads into the whole view; returns how many bytes came (fewer: the peer closed). Raises
 # OSError (TimeoutError included) when the connection fails, having said why.
@@ -190,10 +194,14 @@ class DataSetReceiver:
             self._message = self._digest = None
 
     def _take_over(self, message: Any, data_file: Any) -> None:
-        """Start hashing a message's file: what pynetdicom wrote so far is read back once."""
-        data_file.flush()
-        with open(data_file.name, "rb") as written:
-            prefix = written.read()
+        """Start hashing a message's file from what pynetdicom wrote so far: the preamble and
+        File Meta Information `write_file_meta` noted, or else (pynetdicom wrote a data
+        fragment too) the file read back once."""
+        prefix = getattr(data_file, _WRITTEN_PREFIX, None)
+        if prefix is None or data_file.tell() != len(prefix):
+            data_file.flush()
+            with open(data_file.name, "rb") as written:
+                prefix = written.read()
         self._message = message
         self._digest = hashlib.sha256(prefix)
         self._hashed = len(prefix)
@@ -253,6 +261,10 @@ def write_file_meta(fp: BinaryIO, file_meta: Any, enforce_standard: bool = True)
     encoded = encode_file_meta(file_meta) if isinstance(file_meta, FileMetaValues) else None
     if encoded is not None:
         fp.write(encoded)
+        if fp.tell() == _PART10_PREFIX + len(encoded):
+            # What the file holds now (pynetdicom wrote the preamble and 'DICM' first).
+            with contextlib.suppress(AttributeError):  # a file object without attributes
+                setattr(fp, _WRITTEN_PREFIX, bytes(_PART10_PREFIX - 4) + b"DICM" + encoded)
         return
     if isinstance(file_meta, FileMetaValues):
         from pynetdicom.dsutils import create_file_meta
