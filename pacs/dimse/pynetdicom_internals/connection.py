@@ -146,9 +146,9 @@ def raw_socket(assoc: Any) -> Any:
     return getattr(getattr(assoc.dul, "socket", None), "socket", None)
 
 
-def received_digest(assoc: Any, path: Any) -> tuple[str, int] | None:
-    """The (SHA-256 hex, size) the receive fast path computed for the data set file at
-    `path`, taken once; None when it did not see all of the file."""
+def received_digest(assoc: Any, path: Any) -> tuple[str, int, bytes] | None:
+    """The (SHA-256 hex, size, first bytes) the receive fast path kept of the data set file
+    at `path`, taken once; None when it did not see all of the file."""
     receiver = getattr(assoc.dul, "receiver", None)
     return None if receiver is None else receiver.take_digest(path)
 

@@ -61,6 +61,7 @@ _P_DATA_TF = 0x04
 _FIRST_BUFFER = 64 * 1024  # grows to the largest PDU the peer sends (bounded by the caller)
 _WRITE_BEHIND = 256 * 1024  # start the disk write each time this much more has arrived
 _PART10_PREFIX = 132  # the 128-byte preamble and 'DICM' (PS3.10 7.1)
+_HEAD = 64 * 1024  # the first bytes of a received file, kept for the store's header read
 _WRITTEN_PREFIX = "minipacs_written_prefix"  # on a received file: the bytes it starts with
 
 # Reads into the whole view; returns how many bytes came (fewer: the peer closed). Raises
@@ -126,9 +127,10 @@ class DataSetReceiver:
         self._message: Any = None  # the message whose data set is being hashed
         self._digest: Any = None
         self._hashed = 0
+        self._head = bytearray()
         self._unwritten = 0  # bytes given to the file since its writeback was last started
-        # Data set file path -> (SHA-256 hex, size), for the store handler to take.
-        self.digests: dict[str, tuple[str, int]] = {}
+        # Data set file path -> (SHA-256 hex, size, first bytes), for the store handler to take.
+        self.digests: dict[str, tuple[str, int, bytes]] = {}
 
     def receive(self) -> bool:
         """Read the next PDU the fast way; False when pynetdicom must read it (if it is
@@ -181,6 +183,8 @@ class DataSetReceiver:
             payload = body[start:end]
             self._digest.update(payload)
             data_file.write(payload)
+            if len(self._head) < _HEAD:
+                self._head += payload[:_HEAD - len(self._head)]
             self._hashed += end - start
             self._unwritten += end - start
         if self._unwritten >= _WRITE_BEHIND and start_writeback is not None:
@@ -190,8 +194,9 @@ class DataSetReceiver:
         if fragments[-1][2]:
             if data_file.tell() == self._hashed:  # nothing was written past the hash
                 path = str(Path(data_file.name))
-                self.digests[path] = (self._digest.hexdigest(), self._hashed)
+                self.digests[path] = (self._digest.hexdigest(), self._hashed, bytes(self._head))
             self._message = self._digest = None
+            self._head = bytearray()
 
     def _take_over(self, message: Any, data_file: Any) -> None:
         """Start hashing a message's file from what pynetdicom wrote so far: the preamble and
@@ -205,11 +210,12 @@ class DataSetReceiver:
         self._message = message
         self._digest = hashlib.sha256(prefix)
         self._hashed = len(prefix)
+        self._head = bytearray(prefix[:_HEAD])
         self._unwritten = 0
 
-    def take_digest(self, path: Path | str) -> tuple[str, int] | None:
-        """The (SHA-256 hex, size) of the data set file at `path`, once; None when the fast
-        path did not see all of it."""
+    def take_digest(self, path: Path | str) -> tuple[str, int, bytes] | None:
+        """The (SHA-256 hex, size, first bytes) of the data set file at `path`, once; None when
+        the fast path did not see all of it."""
         return self.digests.pop(str(path), None)
 
 
