@@ -26,8 +26,8 @@ back from the file if anything else was written) is hashed first. It is
 offered to the store handler only when the file's length equals what was hashed, so a PDU that
 went pynetdicom's way in the middle of a message costs a hash at store time, never a wrong one.
 
-Every 256 KiB received, the file's write to disk is started (Linux sync_file_range, without
-waiting), so the fsync before the answer finds most of it done.
+Every 256 KiB received, and at the last fragment, the file's write to disk is started (Linux
+sync_file_range, without waiting), so the fsync before the answer finds most of it done.
 
 The File Meta Information pynetdicom writes at the head of each received file (PS3.10 7.1) is
 encoded here from its six values, byte for byte as pydicom writes it, instead of through a
@@ -187,7 +187,9 @@ class DataSetReceiver:
                 self._head += payload[:_HEAD - len(self._head)]
             self._hashed += end - start
             self._unwritten += end - start
-        if self._unwritten >= _WRITE_BEHIND and start_writeback is not None:
+        # At the last fragment too: the disk works on the rest while the store checks the header.
+        if ((self._unwritten >= _WRITE_BEHIND or fragments[-1][2])
+                and start_writeback is not None):
             data_file.flush()
             start_writeback(data_file.fileno())
             self._unwritten = 0
