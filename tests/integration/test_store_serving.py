@@ -1,10 +1,12 @@
-"""How C-STORE requests are served on one association (issue #12: a store is served by the
-thread that received it when nothing else is in progress): one at a time, in the order they
-came, each answered even when it takes longer than the network timeout.
+"""How requests are served on one association (issue #12: a store is served by the thread
+that received it when nothing else is in progress): one at a time, in the order they came,
+each answered even when it takes longer than the network timeout, however the peer packs
+them into PDUs.
 
 PS3.7 9.1.1 and PS3.8 9.1.5: without asynchronous operations negotiated (PS3.7 D.3.3.3) a
 peer waits for each response; one that does not still gets every response, in order. The
-network timeout is for a silent peer, not for a slow archive.
+network timeout is for a silent peer, not for a slow archive. PS3.8 9.3.5 and Annex E: one
+P-DATA-TF may end one message and begin the next.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.integration.raw_peer import associate, command_set, p_data, pdu, read
 
 STATUS = struct.pack("<HH", 0x0000, 0x0900)  # (0000,0900) Status in a command set
 MESSAGE_ID_RESPONDED = struct.pack("<HH", 0x0000, 0x0120)  # (0000,0120)
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 @pytest.fixture
@@ -42,8 +45,8 @@ def server(services_factory: Callable[..., Services], sqlite_file: Path,
     running.stop(grace=2)
 
 
-def _store_request(message_id: int, instance: int) -> tuple[str, bytes]:
-    """(SOP Instance UID, the two PDUs of its C-STORE-RQ: command set, then data set)."""
+def _store_parts(message_id: int, instance: int) -> tuple[str, bytes, bytes]:
+    """(SOP Instance UID, command set, data set) of a C-STORE-RQ."""
     dataset = make_dataset(instance=instance)
     sop_instance_uid = str(dataset.SOPInstanceUID)
     encoded = DicomBytesIO()
@@ -52,8 +55,18 @@ def _store_request(message_id: int, instance: int) -> tuple[str, bytes]:
     command = command_set(AffectedSOPClassUID=CT_IMAGE_STORAGE, CommandField=0x0001,
                           MessageID=message_id, Priority=0, CommandDataSetType=1,
                           AffectedSOPInstanceUID=sop_instance_uid)
-    return sop_instance_uid, (p_data(command, command=True)
-                              + p_data(bytes(encoded.getvalue()), command=False))
+    return sop_instance_uid, command, bytes(encoded.getvalue())
+
+
+def _store_request(message_id: int, instance: int) -> tuple[str, bytes]:
+    """(SOP Instance UID, the two PDUs of its C-STORE-RQ: command set, then data set)."""
+    uid, command, data = _store_parts(message_id, instance)
+    return uid, p_data(command, command=True) + p_data(data, command=False)
+
+
+def _pdv(value: bytes, control: int) -> bytes:
+    """One presentation data value item of context 1 (PS3.8 9.3.5.1)."""
+    return struct.pack(">IBB", len(value) + 2, 1, control) + value
 
 
 def _element(command: bytes, tag: bytes) -> int:
@@ -102,3 +115,31 @@ def test_store_slower_than_the_network_timeout_is_answered(
         holder.close()
     connection.sendall(pdu(0x05, b"\x00" * 4))
     assert read_exactly(connection, 1) == b"\x06"  # A-RELEASE-RP: the association lived on
+
+
+def test_two_echo_requests_in_one_pdu_are_both_answered(server: RunningServer) -> None:
+    # PS3.8 9.3.5: a P-DATA-TF holds one or more PDVs, of one message or of several.
+    connection = associate(server, VERIFICATION)
+    echoes = [command_set(AffectedSOPClassUID=VERIFICATION, CommandField=0x0030,
+                          MessageID=message_id, CommandDataSetType=0x0101)
+              for message_id in (1, 2)]
+    connection.sendall(pdu(0x04, b"".join(_pdv(echo, 0x03) for echo in echoes)))
+    responses = [_read_response(connection), _read_response(connection)]
+    connection.sendall(pdu(0x05, b"\x00" * 4))
+    assert responses == [(1, 0x0000), (2, 0x0000)]
+
+
+def test_store_ending_in_the_pdu_that_starts_the_next_stores_both(
+        server: RunningServer) -> None:
+    # PS3.8 Annex E: the last fragment of one data set and the next command set, one PDU.
+    connection = associate(server, CT_IMAGE_STORAGE)
+    first_uid, first_command, first_data = _store_parts(1, 31)
+    second_uid, second_command, second_data = _store_parts(2, 32)
+    connection.sendall(pdu(0x04, _pdv(first_command, 0x03) + _pdv(first_data[:100], 0x00)))
+    connection.sendall(pdu(0x04, _pdv(first_data[100:], 0x02) + _pdv(second_command, 0x03)))
+    connection.sendall(pdu(0x04, _pdv(second_data, 0x02)))
+    responses = [_read_response(connection), _read_response(connection)]
+    connection.sendall(pdu(0x05, b"\x00" * 4))
+    assert responses == [(1, 0x0000), (2, 0x0000)]
+    assert server.services.index.get_instance(first_uid) is not None
+    assert server.services.index.get_instance(second_uid) is not None

@@ -17,6 +17,7 @@ from typing import Any
 from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
 from pacs.dimse.pynetdicom_internals.reactors import ring_doorbell
@@ -42,6 +43,32 @@ def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
     return None
 
 
+def _message_parts(primitive: Any) -> list[Any]:
+    """The P-DATA cut after each last fragment, so each part holds at most one message's end.
+
+    pynetdicom stops reading a P-DATA at the fragment that completes a message and drops what
+    follows (PS3.8 9.3.5 lets one PDU carry the end of a message and the start of the next);
+    fed part by part, it reads everything.
+    """
+    values = primitive.presentation_data_value_list
+    if len(values) < 2:
+        return [primitive]
+    parts: list[list[Any]] = [[]]
+    for value in values:
+        if not parts[-1] or parts[-1][-1][1][0] & 0x02 == 0:
+            parts[-1].append(value)
+        else:
+            parts.append([value])
+    if len(parts) == 1:
+        return [primitive]
+    cut = []
+    for part in parts:
+        piece = P_DATA()
+        piece.presentation_data_value_list = [[context, bytes(value)] for context, value in part]
+        cut.append(piece)
+    return cut
+
+
 class HardenedDIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider; malformed messages abort the association (PS3.8 AA-8)."""
 
@@ -56,7 +83,8 @@ class HardenedDIMSE(DIMSEServiceProvider):
         try:
             problem = _misplaced_fragment(self.message, primitive)
             if problem is None:
-                super().receive_primitive(primitive)
+                for part in _message_parts(primitive):
+                    super().receive_primitive(part)
                 return
         except Exception as exc:  # noqa: BLE001 - pynetdicom raises many kinds while decoding
             problem = exception_text(exc)
