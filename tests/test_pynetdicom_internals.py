@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import pynetdicom
@@ -138,11 +137,31 @@ def test_received_file_meta_with_a_value_pydicom_encodes_otherwise_is_left_to_py
 def test_received_file_notes_the_bytes_it_starts_with(tmp_path: Path) -> None:
     values = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.45",
                   transfer_syntax="1.2.840.10008.1.2.1")
-    with tempfile.NamedTemporaryFile(dir=tmp_path, delete=False, suffix=".dcm") as received:
+    with receiving.received_data_set_file(suffix=".dcm", dir=str(tmp_path)) as received:
         received.write(b"\x00" * 128 + b"DICM")
         receiving.write_file_meta(received, receiving.file_meta_values(**values))
         noted = getattr(received, receiving._WRITTEN_PREFIX)
     assert noted == Path(received.name).read_bytes()
+
+
+# A received data set's file: new (never an existing name), private to this user, in the
+# archive's temp folder, left in place when closed (the store renames it), as pynetdicom's
+# NamedTemporaryFile(delete=False) was.
+def test_received_data_set_file_is_new_private_and_kept(tmp_path: Path) -> None:
+    first = receiving.received_data_set_file(suffix=".dcm", dir=str(tmp_path))
+    second = receiving.received_data_set_file(suffix=".dcm", dir=str(tmp_path))
+    first.write(b"\x00" * 132)
+    first.file.flush()
+    first.close()
+    second.close()
+    path = Path(first.name)
+    assert path.parent == tmp_path and path.suffix == ".dcm" and first.name != second.name
+    assert path.read_bytes() == b"\x00" * 132
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_received_data_sets_go_to_a_plain_file() -> None:
+    assert dimse_messages.NamedTemporaryFile is receiving.received_data_set_file
 
 
 def test_received_files_get_their_file_meta_from_our_encoder() -> None:

@@ -100,7 +100,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
-    "dimse_messages module": ("create_file_meta", "write_file_meta_info"),
+    "dimse_messages module": ("create_file_meta", "write_file_meta_info", "NamedTemporaryFile"),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {

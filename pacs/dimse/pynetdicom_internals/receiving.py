@@ -31,7 +31,8 @@ sync_file_range, without waiting), so the fsync before the answer finds most of 
 
 The File Meta Information pynetdicom writes at the head of each received file (PS3.10 7.1) is
 encoded here from its six values, byte for byte as pydicom writes it, instead of through a
-pydicom data set and its writer (a tenth of what a store cost in the DUL thread).
+pydicom data set and its writer (a tenth of what a store cost in the DUL thread). The file
+itself is a plain buffered file (`received_data_set_file`), not tempfile's wrapper.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import io
+import os
 import socket
 import ssl
 import struct
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -221,6 +225,40 @@ class DataSetReceiver:
         return self.digests.pop(str(path), None)
 
 
+# --- the file a received data set is written to --------------------------------------------------
+
+class ReceivedDataSetFile(io.BufferedWriter):
+    """A new file in the temp folder, written through one buffer: what pynetdicom's
+    `NamedTemporaryFile(delete=False, mode="wb")` gave it, without the wrapper that wrapped
+    each method anew for every file (and its random-name machinery). `file` is itself, as
+    pynetdicom flushes `file.file`; `name` is the path."""
+
+    @property
+    def file(self) -> ReceivedDataSetFile:
+        """The file under the (absent) wrapper: itself."""
+        return self
+
+
+def _private_file(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
+
+
+def received_data_set_file(suffix: str = "", prefix: str = "tmp", dir: str | None = None,  # noqa: A002
+                           **_ignored: Any) -> ReceivedDataSetFile:
+    """pynetdicom's `NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")` for received
+    data sets: a new file for writing, readable and writable by this user only, in `dir`
+    (tempfile's folder by default: the archive's), left in place when closed."""
+    folder = dir if dir is not None else tempfile.gettempdir()
+    for _attempt in range(100):
+        path = os.path.join(folder, f"{prefix}{os.urandom(8).hex()}{suffix}")
+        try:
+            raw = io.FileIO(path, "xb", opener=_private_file)  # "x": O_EXCL, never an old file
+        except FileExistsError:
+            continue
+        return ReceivedDataSetFile(raw)
+    raise FileExistsError(f"no free name for a received data set in {folder}")
+
+
 # --- the File Meta Information of a received file (PS3.10 7.1) ------------------------------------
 
 class FileMetaValues(NamedTuple):
@@ -285,4 +323,6 @@ def install_receiving_hooks() -> tuple[str, ...]:
     data set fast path is installed with the DUL that owns it.)"""
     _dimse_messages_module.create_file_meta = file_meta_values  # type: ignore[assignment]
     _dimse_messages_module.write_file_meta_info = write_file_meta  # type: ignore[assignment]
-    return ("dimse_messages.create_file_meta", "dimse_messages.write_file_meta_info")
+    _dimse_messages_module.NamedTemporaryFile = received_data_set_file  # type: ignore[assignment]
+    return ("dimse_messages.create_file_meta", "dimse_messages.write_file_meta_info",
+            "dimse_messages.NamedTemporaryFile")
