@@ -11,14 +11,15 @@ then our store pipeline read the whole file back to hash it.
 
 What it does (PS3.8 9.3.5 P-DATA-TF, Annex E): when the DUL is about to read a PDU in Sta6 and
 the DIMSE message in progress is a C-STORE request whose data set pynetdicom streams to a file
-(its command set decoded, the data set due), it peeks at the PDU header. A P-DATA-TF is read
+(its command set decoded, the data set due), it reads the PDU header (when the socket holds
+it: no poll before each read). A P-DATA-TF is read
 whole into one reused buffer; if every PDV in it is a data set fragment of the message's
 presentation context, their payloads go straight to the file and into a SHA-256. The last
 fragment's payload too; then a one-byte "last fragment" PDV is handed to pynetdicom, which
 completes the message its usual way (events, C-STORE primitive, the DIMSE queue). Anything else
 (another PDU type, a command fragment, another context, a malformed item, TLS, events still
-queued) goes pynetdicom's way: a PDU already read is handed back through `pushback`, so its
-bytes are decoded exactly as before.
+queued) goes pynetdicom's way: what was already read of a PDU (its header, or all of it) is
+handed back through `pushback`, so its bytes are decoded exactly as before.
 
 The hash covers the whole file: what pynetdicom wrote before the fast path took a message over
 (the preamble and File Meta Information, which `write_file_meta` notes as it writes them; read
@@ -42,7 +43,6 @@ import ctypes
 import hashlib
 import io
 import os
-import socket
 import ssl
 import struct
 import sys
@@ -71,6 +71,8 @@ _WRITTEN_PREFIX = "minipacs_written_prefix"  # on a received file: the bytes it 
 # Reads into the whole view; returns how many bytes came (fewer: the peer closed). Raises
 # OSError (TimeoutError included) when the connection fails, having said why.
 ReceiveInto = Callable[[memoryview], int]
+# Reads into the view what the socket already holds, without waiting; 0 when nothing is there.
+ReadWaiting = Callable[[Any, memoryview], int]
 
 
 def _sync_file_range() -> Callable[[int], None] | None:
@@ -122,9 +124,11 @@ def data_fragments(body: memoryview, context_id: int) -> list[tuple[int, int, bo
 class DataSetReceiver:
     """The fast path of one association's DUL thread (see the module docstring)."""
 
-    def __init__(self, dul: Any, receive_into: ReceiveInto, length_limit: int):
+    def __init__(self, dul: Any, receive_into: ReceiveInto, read_waiting: ReadWaiting,
+                 length_limit: int):
         self.dul = dul
         self._receive_into = receive_into
+        self._read_waiting = read_waiting
         self._length_limit = length_limit
         self._buffer = bytearray(_FIRST_BUFFER)
         self._header = bytearray(_PDU_HEADER.size)
@@ -147,22 +151,31 @@ class DataSetReceiver:
             return False
         sock = getattr(dul.socket, "socket", None)
         if sock is None or isinstance(sock, ssl.SSLSocket):
-            return False  # no MSG_PEEK on TLS, and its reads stay pynetdicom's
+            return False  # TLS reads stay pynetdicom's
+        header = memoryview(self._header)
         try:
-            peeked = sock.recv_into(self._header, _PDU_HEADER.size, socket.MSG_PEEK)
+            got = self._read_waiting(sock, header)
         except OSError:
             return False  # pynetdicom's read meets the same error and says Evt17
-        if peeked < _PDU_HEADER.size:
-            return False
-        pdu_type, _, length = _PDU_HEADER.unpack(self._header)
+        if not got:
+            return False  # nothing yet, or the end: pynetdicom's read waits, or says Evt17
+        try:
+            got += self._receive_into(header[got:]) if got < _PDU_HEADER.size else 0
+        except OSError:
+            dul.event_queue.put("Evt17")  # PS3.8: transport connection closed
+            return True
+        pdu_type, _, length = (_PDU_HEADER.unpack(self._header) if got == _PDU_HEADER.size
+                               else (None, 0, 0))
         if pdu_type != _P_DATA_TF or length > self._length_limit:
+            dul.pushback = bytes(header[:got])  # pynetdicom reads the rest and decides
             return False
         total = _PDU_HEADER.size + length
         if len(self._buffer) < total:
             self._buffer = bytearray(total)
         view = memoryview(self._buffer)[:total]
+        view[:_PDU_HEADER.size] = header
         try:
-            received = self._receive_into(view)
+            received = _PDU_HEADER.size + self._receive_into(view[_PDU_HEADER.size:])
         except OSError:
             dul.event_queue.put("Evt17")  # PS3.8: transport connection closed
             return True
