@@ -46,9 +46,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to `sys.stderr` as it is then, not as it was when logging was set up
+    (a caller that swaps stderr, like a test runner, would leave the handler a closed file)."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        """The current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Root logging at `level`; pynetdicom only from WARNING unless DEBUG."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
