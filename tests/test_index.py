@@ -59,3 +59,29 @@ def test_a_stored_row_equals_the_row_peewee_would_write(database_url: str) -> No
         assert index.add_instance(ours).outcome == "kept"
     finally:
         index.close()
+
+
+# DESIGN "index/": a store remembers its series' row id; when that series was deleted since
+# (its last instance removed, by this process or another), the next instance recreates it
+# and hangs under the new row, never under a stale id. (A new instance of a remembered
+# series is inserted in one statement guarded by the series row.)
+def test_instance_of_a_series_deleted_meanwhile_recreates_its_series(database_url: str) -> None:
+    from pacs.index.schema import Instance, Series
+
+    index = Index(database_url)
+    try:
+        first, second, third = _entry(1, 1, 1, 1), _entry(1, 1, 1, 2), _entry(1, 1, 1, 3)
+        assert index.add_instance(first).outcome == "inserted"
+        assert index.add_instance(second).outcome == "inserted"  # remembered series
+        old_series = Series.get(Series.series_instance_uid ==
+                                first.series["series_instance_uid"]).id
+        for entry in (first, second):
+            index.remove_instance(entry.instance["sop_instance_uid"])
+        Series.delete().where(Series.id == old_series).execute()  # as delete would, if empty
+        assert index.add_instance(third).outcome == "inserted"
+        row = Instance.get(Instance.sop_instance_uid == third.instance["sop_instance_uid"])
+        series = Series.get_by_id(row.series_id)
+        assert series.series_instance_uid == third.series["series_instance_uid"]
+        assert index.add_instance(third).outcome == "kept"
+    finally:
+        index.close()
