@@ -39,10 +39,14 @@ from pynetdicom.presentation import build_context
 from pacs.config import Settings
 from pacs.dimse.events import set_no_delay
 from pacs.dimse.pynetdicom_internals import (
+    DATA_SET_PRESENT,
     association_alive,
+    encode_command,
+    expect_store_responses,
     next_message,
     park_reactor,
     raw_socket,
+    send_message,
     send_primitive,
     unpark_reactor,
 )
@@ -51,6 +55,8 @@ from pacs.services.retrieve import AcceptedContext, ContextProposal, Endpoint
 from pacs.services.suboperations import Originator, StoreResult
 
 log = logging.getLogger("pacs.retrieve")
+C_STORE_RQ = 0x0001  # Command Field (PS3.7 E.1-1)
+
 
 class AssociationLink:
     """An established association on which we send C-STORE requests and await each answer."""
@@ -61,6 +67,7 @@ class AssociationLink:
         self.description = description
         self.alive = True
         self._message_id = 0
+        expect_store_responses(assoc)  # their C-STORE-RSPs decoded the short way
 
     @functools.cached_property
     def accepted(self) -> list[AcceptedContext]:
@@ -85,19 +92,26 @@ class AssociationLink:
         The bytes go straight from `data_set` to the socket (the send fast path) when it is
         open. `while_waiting` runs once the request is on its way (the peer is busy storing).
         """
-        request = C_STORE()
-        request.MessageID = self._next_message_id()
-        request.AffectedSOPClassUID = context.sop_class_uid
-        request.AffectedSOPInstanceUID = sop_instance_uid
-        request.Priority = priority if priority in (0, 1, 2) else 2
+        message_id = self._next_message_id()
+        fields = {
+            "CommandField": C_STORE_RQ, "CommandDataSetType": DATA_SET_PRESENT,
+            "MessageID": message_id, "AffectedSOPClassUID": context.sop_class_uid,
+            "AffectedSOPInstanceUID": sop_instance_uid,
+            "Priority": priority if priority in (0, 1, 2) else 2,
+        }
         if originator is not None:
-            request.MoveOriginatorApplicationEntityTitle = originator.ae_title
-            request.MoveOriginatorMessageID = originator.message_id
+            fields["MoveOriginatorApplicationEntityTitle"] = originator.ae_title
+            fields["MoveOriginatorMessageID"] = originator.message_id
         try:
-            send_primitive(self.assoc, request, context.context_id, data_set)
+            # The command set encoded from its fields (PS3.7 9.3.1.1); a pynetdicom primitive
+            # (validated UIDs, its own encoder) only when the fast path is closed.
+            if not send_message(self.assoc, context.context_id, encode_command(fields),
+                                data_set):
+                send_primitive(self.assoc, _c_store_request(fields), context.context_id,
+                               data_set)
             if while_waiting is not None:
                 while_waiting()
-            return self._await_response(request.MessageID)
+            return self._await_response(message_id)
         except Exception:  # noqa: BLE001 - mid-exchange, the association's state is unknown
             log.exception("%s: C-STORE of %s broke off", self.description, sop_instance_uid)
             if self.alive:
@@ -135,6 +149,16 @@ class AssociationLink:
 
     def close(self) -> None:
         """Done with the sub-operations on this association (nothing to do by default)."""
+
+
+def _c_store_request(fields: dict[str, Any]) -> C_STORE:
+    """The C-STORE-RQ primitive of these command fields, for pynetdicom's send path."""
+    request = C_STORE()
+    for keyword in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+                    "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
+        if keyword in fields:
+            setattr(request, keyword, fields[keyword])
+    return request
 
 
 _RELEASING: set[DestinationLink] = set()
