@@ -72,8 +72,9 @@ class StoreLink(Protocol):
     def usable(self) -> bool:
         """Whether more C-STOREs can go this way."""
 
-    def close(self) -> None:
-        """Done with this link (what that takes, such as a release, may finish later)."""
+    def close(self, reusable: bool = True) -> None:
+        """Done with this link (what that takes, such as a release, may finish later);
+        `reusable`: it may stay open a while for a later request, else it ends now."""
 
 
 class ResponseSink(Protocol):
@@ -216,7 +217,7 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
             if cancelled:
                 break
             if link is not None:
-                link.close()  # one association at a time
+                link.close(reusable=False)  # one association at a time
                 link = None
             link, reason = open_link(plan)
             if link is None:
