@@ -219,6 +219,8 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
             if link is not None:
                 link.close(reusable=False)  # one association at a time
                 link = None
+            if plan.instances:
+                prefetch.load(plan.instances[0])  # read while the association is opened
             link, reason = open_link(plan)
             if link is None:
                 log.warning("%s: %d sub-operations failed: %s", requester,
