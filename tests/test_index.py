@@ -85,3 +85,32 @@ def test_instance_of_a_series_deleted_meanwhile_recreates_its_series(database_ur
         assert index.add_instance(third).outcome == "kept"
     finally:
         index.close()
+
+
+# PS3.4 C.4.2.2.1: a retrieve's instance set, read with the SQL built once per shape of
+# request, is the one peewee's query gives: the same records, in study, series, instance order.
+def test_retrieve_sets_from_prebuilt_sql_equal_peewee_queries(database_url: str) -> None:
+    index = Index(database_url)
+    try:
+        entries = [_entry(p, s, e, i) for p in range(2) for s in range(2) for e in range(2)
+                   for i in range(3)]
+        index.add_instances_bulk(entries)
+        study, series = uid("st", 1, 0), uid("se", 0, 1, 1)
+        shapes = [
+            ((), (study,), (), ()),
+            (("P0", "P1"), (), (), ()),
+            ((), (study, uid("st", 0, 1)), (), ()),
+            ((), (), (series,), ()),
+            ((), (uid("st", 0, 1),), (series,), ()),  # both keys: the lists AND
+            ((), (), (), (uid("in", 0, 0, 0, 2), uid("in", 1, 1, 1, 0))),
+            (("P9",), (), (), ()),
+        ]
+        for _ in range(2):  # built, then taken from the cache
+            for keys in shapes:
+                expected = [index._record(row) for row in index._retrieve_query(
+                    *(list(values) for values in keys))]
+                assert index.instances_for_retrieve(*keys) == expected, keys
+        assert len(index.instances_for_retrieve((), (study,), (), ())) == 6
+        assert index.instances_for_retrieve(("P9",), (), (), ()) == []
+    finally:
+        index.close()

@@ -4,6 +4,7 @@ when one of them moves, and when another module reaches for them."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -12,13 +13,14 @@ import pynetdicom
 import pytest
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, dimse_messages, fsm
+from pydicom.uid import UID
+from pynetdicom import AE, dimse_messages, fsm, pdu_items, presentation
 from pynetdicom.association import Association
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.transport import AssociationServer, AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
-from pacs.dimse.pynetdicom_internals import connection, messages, reactors, receiving
+from pacs.dimse.pynetdicom_internals import connection, messages, reactors, receiving, uids
 
 REPO = Path(__file__).resolve().parent.parent
 INTERNALS = REPO / "pacs" / "dimse" / "pynetdicom_internals"
@@ -180,3 +182,59 @@ def test_received_data_sets_start_their_writeback_while_arriving(tmp_path: Path)
         received.flush()
         receiving.start_writeback(received.fileno())
     assert path.read_bytes() == b"\x01" * 300_000
+
+
+# PS3.5 9.1: UID checks are remembered, not skipped. Every module that took pynetdicom's
+# set_uid/validate_uid by name gets the remembering ones, and pydicom's UID.is_valid too.
+def test_uid_checks_are_the_remembering_ones() -> None:
+    for module, names in uids._USERS.items():
+        for name in names:
+            assert getattr(module, name) is uids._REPLACEMENTS[name], (module.__name__, name)
+    assert UID.is_valid.fget is uids.remembered_is_valid
+
+
+@pytest.mark.parametrize("value", ["1.2.840.10008.5.1.4.1.1.2", b"1.2.840.10008.1.2.1",
+                                   UID("1.2.840.10008.1.2")])
+def test_a_conformant_uid_comes_back_equal_every_time(value: str | bytes) -> None:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    for _ in range(3):
+        result = pdu_items.set_uid(value, "SOP Class UID")
+        assert isinstance(result, UID)
+        assert result == text
+        assert result.is_valid
+        assert presentation.validate_uid(result)
+
+
+# A non-conformant UID is warned about each time it is set; an invalid one refused each time.
+def test_a_non_conformant_uid_is_warned_about_every_time(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pynetdicom"):
+            result = pdu_items.set_uid("1.02.3", "SOP Class UID")
+        assert result == "1.02.3"
+        assert not result.is_valid
+        assert "Non-conformant" in caplog.text
+    for enforce in (False, True):  # pynetdicom's setting: conformance, or 1-64 characters
+        monkeypatch.setattr(pynetdicom._config, "ENFORCE_UID_CONFORMANCE", enforce)
+        assert presentation.validate_uid(UID("1.02.3")) is (not enforce)
+
+
+def test_an_invalid_uid_is_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            pdu_items.set_uid("1." + "2" * 70, "SOP Class UID")
+
+
+def test_a_padded_uid_is_not_remembered_as_given() -> None:
+    padded = "1.2.840.10008.1.2.5 "
+    assert pdu_items.set_uid(padded, "Transfer Syntax Name") == padded.strip()
+    assert padded not in uids._CONFORMANT
+
+
+def test_the_remembered_uids_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uids, "_LIMIT", 4)
+    uids._CONFORMANT.clear()
+    for number in range(10):
+        assert pdu_items.set_uid(f"1.2.3.{number}", "SOP Instance UID") == f"1.2.3.{number}"
+        assert len(uids._CONFORMANT) <= 4

@@ -4,7 +4,8 @@ Room: dimse/. Imports pynetdicom, its private names included (this package is wh
 appear), the standard library and its own modules: `connection` (transport, DUL, state
 machine, logging), `messages` (DIMSE, reactor parking, servers), `reactors` (the
 event-driven DUL loop and association reactor), `receiving` and `sending` (the receive and
-send fast paths). The rest of dimse/ calls the functions exported here instead of touching
+send fast paths), `store_responses` (our C-STORE sub-operations' responses), `uids` (UID
+checks remembered). The rest of dimse/ calls the functions exported here instead of touching
 pynetdicom's private attributes. Written for, and checked at import against, one pynetdicom
 version (`PINNED_VERSION`, pinned in setup.cfg), before anything is subclassed;
 tests/test_pynetdicom_internals.py fails when a name used here moves.
@@ -39,6 +40,12 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   straight into its file, hashed as they arrive (the store pipeline takes that hash instead
   of reading the file back); every other PDU, and TLS, is pynetdicom's.
 - Servers: no forced full garbage collection in the accept loop (`service_actions`).
+- UID checks (`uids`): pynetdicom's `set_uid` and `validate_uid` and pydicom's
+  `UID.is_valid` remember the UIDs they checked (three regular expressions per UID, every
+  time, were a quarter of a C-GET's CPU: getscu proposes some 120 SOP classes).
+- C-STORE responses to our own sub-operations (`store_responses`): a plain C-STORE-RSP is
+  decoded from its few bytes instead of through a pydicom Dataset and a validated primitive
+  (a third of a C-MOVE's CPU); anything else goes pynetdicom's way.
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
   responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
@@ -55,12 +62,19 @@ from typing import Any
 
 import pynetdicom
 from pynetdicom import AE, _config
+from pynetdicom import ae as _ae_module
 from pynetdicom import association as _association_module
 from pynetdicom import dimse_messages as _dimse_messages_module
+from pynetdicom import dimse_primitives as _dimse_primitives_module
 from pynetdicom import fsm as _fsm_module
+from pynetdicom import pdu_items as _pdu_items_module
+from pynetdicom import pdu_primitives as _pdu_primitives_module
+from pynetdicom import presentation as _presentation_module
+from pynetdicom import utils as _utils_module
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -101,6 +115,13 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
     "dimse_messages module": ("create_file_meta", "write_file_meta_info", "NamedTemporaryFile"),
+    "P_DATA": ("presentation_data_value_list",),
+    "utils module": ("set_uid", "validate_uid"),
+    "ae module": ("set_uid",),
+    "dimse_primitives module": ("set_uid",),
+    "pdu_items module": ("set_uid", "validate_uid"),
+    "pdu_primitives module": ("set_uid", "validate_uid"),
+    "presentation module": ("set_uid", "validate_uid"),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
@@ -125,7 +146,11 @@ def _probes() -> dict[str, Any]:
         "C_STORE_RQ": _dimse_messages_module.C_STORE_RQ,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
-        "dimse_messages module": _dimse_messages_module,
+        "dimse_messages module": _dimse_messages_module, "utils module": _utils_module,
+        "P_DATA": P_DATA(),
+        "ae module": _ae_module, "dimse_primitives module": _dimse_primitives_module,
+        "pdu_items module": _pdu_items_module, "pdu_primitives module": _pdu_primitives_module,
+        "presentation module": _presentation_module,
     }
 
 
@@ -174,12 +199,16 @@ from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
 from pacs.dimse.pynetdicom_internals.reactors import install_reactor_hooks  # noqa: E402
 from pacs.dimse.pynetdicom_internals.receiving import install_receiving_hooks  # noqa: E402
 from pacs.dimse.pynetdicom_internals.sending import (  # noqa: E402
+    DATA_SET_PRESENT,
+    NO_DATA_SET,
     FindResponses,
     encode_command,
     install_sending_hooks,
     send_message,
     send_primitive,
 )
+from pacs.dimse.pynetdicom_internals.store_responses import expect_store_responses  # noqa: E402
+from pacs.dimse.pynetdicom_internals.uids import install_uid_hooks  # noqa: E402
 
 __all__ = [
     "PDU_LENGTH_LIMIT", "PINNED_VERSION", "DeferredHandshakeServer",
@@ -188,6 +217,7 @@ __all__ = [
     "park_reactor", "raw_socket", "received_digest", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
+    "DATA_SET_PRESENT", "NO_DATA_SET", "expect_store_responses",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).
@@ -202,4 +232,4 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
              "_config.LOG_RESPONSE_IDENTIFIERS", "_config.LOG_REQUEST_IDENTIFIERS",
              *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks(),
-             *install_sending_hooks(), *install_receiving_hooks())
+             *install_sending_hooks(), *install_receiving_hooks(), *install_uid_hooks())

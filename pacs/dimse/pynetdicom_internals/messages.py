@@ -203,7 +203,6 @@ def park_reactor(assoc: Any, timeout: float = 5.0) -> bool:
     timeout."""
     checkpoint: threading.Event = assoc._reactor_checkpoint
     checkpoint.clear()
-    ring_doorbell(assoc)  # a reactor asleep between rounds goes to its checkpoint
     deadline = time.monotonic() + timeout
     seen_paused_at: float | None = None
     while time.monotonic() < deadline:
@@ -212,6 +211,10 @@ def park_reactor(assoc: Any, timeout: float = 5.0) -> bool:
         waiting = _has_waiter(checkpoint)
         if waiting:
             return True
+        # A reactor asleep between rounds goes to its checkpoint. Rung again each turn: one
+        # just let through its checkpoint clears the doorbell before its round (an unparked
+        # idle destination association, taken over by the next C-MOVE at once).
+        ring_doorbell(assoc)
         if waiting is None:
             # Fallback without the waiter list: paused, and still paused a while later.
             if assoc._is_paused:
