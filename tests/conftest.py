@@ -54,7 +54,8 @@ def sqlite_url(tmp_path: Path) -> str:
 def test_settings(storage: Path, database: str, **overrides: Any) -> Settings:
     """Settings for a test server: loopback, a free port, short timeouts."""
     base = Settings(host="127.0.0.1", port=0, storage=storage, database=database,
-                    acse_timeout=10, dimse_timeout=30, network_timeout=30)
+                    acse_timeout=10, dimse_timeout=30, network_timeout=30,
+                    association_close_delay=0)  # tests of reuse ask for it
     return replace(base, **overrides)
 
 

@@ -12,7 +12,8 @@ from pacs.archive.files import Archive, ArchiveError, is_valid_uid
 
 @pytest.mark.parametrize(
     "uid",
-    ["", "../../etc/passwd", "1.2/3", "1.2.abc", "1." + "2" * 70, "1.02.3", "1..2", "1.2."],
+    ["", "../../etc/passwd", "1.2/3", "1.2.abc", "1." + "2" * 70, "1.02.3", "1..2", "1.2.",
+     "1.2.3\n", ".1.2", "1.2.3 ", "\u0661.2"],
 )
 def test_invalid_uid_never_becomes_a_path(tmp_path: Path, uid: str) -> None:
     archive = Archive(tmp_path)
@@ -21,7 +22,11 @@ def test_invalid_uid_never_becomes_a_path(tmp_path: Path, uid: str) -> None:
 
 
 def test_valid_uids_are_accepted() -> None:
+    # PS3.5 9.1: digits and dots, a component is 0 or starts with 1-9, at most 64 characters.
     assert is_valid_uid("1.2.840.10008.5.1.4.1.1.2")
+    assert is_valid_uid("0.0.0")
+    assert is_valid_uid("1." + "2" * 62)
+    assert not is_valid_uid("1." + "2" * 63)
     assert not is_valid_uid("1.2.840.abc")
 
 

@@ -143,3 +143,37 @@ def test_a_value_read_in_the_walk_needs_no_decoder(tmp_path: Path) -> None:
     assert fast.texts[STORED_ATTRIBUTES["PatientName"].tag] == "DOE^JANE"
     assert fast.texts[STORED_ATTRIBUTES["StudyDescription"].tag] == "CHEST"
     _assert_same(fast, decoded)
+
+
+def _from_head(path: Path, head_length: int) -> tuple[object, IndexHeader | str]:
+    """(layout, header) read with the file's first `head_length` bytes in hand, as the receive
+    fast path hands them; the MalformedDataset text instead of the header when refused."""
+    with open(path, "rb") as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        head = handle.read(head_length)
+        try:
+            return read_index_header(handle, head)
+        except MalformedDataset as exc:
+            return None, str(exc)
+
+
+def _from_file(path: Path) -> tuple[object, IndexHeader | str]:
+    return _from_head(path, 0)
+
+
+@pytest.mark.parametrize("head_length", [64 * 1024, 300, 131])
+@pytest.mark.parametrize(
+    "path", _readable(get_testdata_files() + get_charset_files()), ids=lambda p: p.name)
+def test_header_read_from_the_received_first_bytes_is_the_files(path: Path,
+                                                                head_length: int) -> None:
+    # Whatever part of the file the receiver kept (all of it, a cut inside the File Meta, an
+    # element, or a value), the index reads what the whole file holds (PS3.10 7.1, PS3.5 7.1),
+    # and refuses a broken file with the same words.
+    layout, header = _from_head(path, head_length)
+    file_layout, file_header = _from_file(path)
+    assert layout == file_layout
+    if isinstance(header, str):
+        assert header == file_header
+    else:
+        assert isinstance(file_header, IndexHeader)
+        _assert_same(header, file_header)

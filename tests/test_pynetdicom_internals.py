@@ -4,6 +4,7 @@ when one of them moves, and when another module reaches for them."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -12,13 +13,21 @@ import pynetdicom
 import pytest
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, dimse_messages, fsm
+from pydicom.uid import UID
+from pynetdicom import AE, dimse_messages, fsm, pdu_items, presentation
 from pynetdicom.association import Association
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.transport import AssociationServer, AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
-from pacs.dimse.pynetdicom_internals import connection, messages, reactors, receiving, sending
+from pacs.dimse.pynetdicom_internals import (
+    connection,
+    messages,
+    reactors,
+    receiving,
+    sending,
+    uids,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 INTERNALS = REPO / "pacs" / "dimse" / "pynetdicom_internals"
@@ -132,6 +141,38 @@ def test_received_file_meta_with_a_value_pydicom_encodes_otherwise_is_left_to_py
     assert ours.getvalue() == theirs.getvalue()
 
 
+# The receive fast path hashes a received file from its first byte without reading back the
+# preamble and File Meta Information pynetdicom wrote: what it notes is what the file holds.
+def test_received_file_notes_the_bytes_it_starts_with(tmp_path: Path) -> None:
+    values = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.45",
+                  transfer_syntax="1.2.840.10008.1.2.1")
+    with receiving.received_data_set_file(suffix=".dcm", dir=str(tmp_path)) as received:
+        received.write(b"\x00" * 128 + b"DICM")
+        receiving.write_file_meta(received, receiving.file_meta_values(**values))
+        noted = getattr(received, receiving._WRITTEN_PREFIX)
+    assert noted == Path(received.name).read_bytes()
+
+
+# A received data set's file: new (never an existing name), private to this user, in the
+# archive's temp folder, left in place when closed (the store renames it), as pynetdicom's
+# NamedTemporaryFile(delete=False) was.
+def test_received_data_set_file_is_new_private_and_kept(tmp_path: Path) -> None:
+    first = receiving.received_data_set_file(suffix=".dcm", dir=str(tmp_path))
+    second = receiving.received_data_set_file(suffix=".dcm", dir=str(tmp_path))
+    first.write(b"\x00" * 132)
+    first.file.flush()
+    first.close()
+    second.close()
+    path = Path(first.name)
+    assert path.parent == tmp_path and path.suffix == ".dcm" and first.name != second.name
+    assert path.read_bytes() == b"\x00" * 132
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_received_data_sets_go_to_a_plain_file() -> None:
+    assert dimse_messages.NamedTemporaryFile is receiving.received_data_set_file
+
+
 def test_received_files_get_their_file_meta_from_our_encoder() -> None:
     assert dimse_messages.create_file_meta is receiving.file_meta_values
     assert dimse_messages.write_file_meta_info is receiving.write_file_meta
@@ -165,16 +206,57 @@ def test_find_response_commands_from_the_template_are_encoded_whole(status: int,
         assert sending._find_command(sop_class, status, has_data, message_id) == whole
 
 
-# Issue #12: UIDs pynetdicom validates are remembered once found conformant; the others still
-# get pynetdicom's own treatment every time.
-def test_uid_validation_is_remembered_only_for_conformant_uids() -> None:
-    from pynetdicom import pdu_primitives
+# PS3.5 9.1: UID checks are remembered, not skipped. Every module that took pynetdicom's
+# set_uid/validate_uid by name gets the remembering ones, and pydicom's UID.is_valid too.
+def test_uid_checks_are_the_remembering_ones() -> None:
+    for module, names in uids._USERS.items():
+        for name in names:
+            assert getattr(module, name) is uids._REPLACEMENTS[name], (module.__name__, name)
+    assert UID.is_valid.fget is uids.remembered_is_valid
 
-    assert pdu_primitives.set_uid is reactors.remembered_set_uid
-    uid = reactors.remembered_set_uid("1.2.840.10008.1.1", "probe")
-    assert uid == "1.2.840.10008.1.1"
-    assert reactors.remembered_set_uid("1.2.840.10008.1.1", "probe") is uid
-    assert reactors.remembered_set_uid("1.2.abc", "probe") == "1.2.abc"  # warned about
-    assert "1.2.abc" not in reactors._CONFORMANT
-    with pytest.raises(ValueError):
-        reactors.remembered_set_uid("1." * 40, "probe")  # longer than 64 characters
+
+@pytest.mark.parametrize("value", ["1.2.840.10008.5.1.4.1.1.2", b"1.2.840.10008.1.2.1",
+                                   UID("1.2.840.10008.1.2")])
+def test_a_conformant_uid_comes_back_equal_every_time(value: str | bytes) -> None:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    for _ in range(3):
+        result = pdu_items.set_uid(value, "SOP Class UID")
+        assert isinstance(result, UID)
+        assert result == text
+        assert result.is_valid
+        assert presentation.validate_uid(result)
+
+
+# A non-conformant UID is warned about each time it is set; an invalid one refused each time.
+def test_a_non_conformant_uid_is_warned_about_every_time(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pynetdicom"):
+            result = pdu_items.set_uid("1.02.3", "SOP Class UID")
+        assert result == "1.02.3"
+        assert not result.is_valid
+        assert "Non-conformant" in caplog.text
+    for enforce in (False, True):  # pynetdicom's setting: conformance, or 1-64 characters
+        monkeypatch.setattr(pynetdicom._config, "ENFORCE_UID_CONFORMANCE", enforce)
+        assert presentation.validate_uid(UID("1.02.3")) is (not enforce)
+
+
+def test_an_invalid_uid_is_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            pdu_items.set_uid("1." + "2" * 70, "SOP Class UID")
+
+
+def test_a_padded_uid_is_not_remembered_as_given() -> None:
+    padded = "1.2.840.10008.1.2.5 "
+    assert pdu_items.set_uid(padded, "Transfer Syntax Name") == padded.strip()
+    assert padded not in uids._CONFORMANT
+
+
+def test_the_remembered_uids_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uids, "_LIMIT", 4)
+    uids._CONFORMANT.clear()
+    for number in range(10):
+        assert pdu_items.set_uid(f"1.2.3.{number}", "SOP Instance UID") == f"1.2.3.{number}"
+        assert len(uids._CONFORMANT) <= 4

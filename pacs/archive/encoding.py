@@ -78,11 +78,13 @@ def has_part10_prefix(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def read_layout(source: Source) -> FileLayout:
-    """Parse the File Meta Information group of a Part 10 file (PS3.10 7.1)."""
+def read_layout(source: Source, size: int | None = None) -> FileLayout:
+    """Parse the File Meta Information group of a Part 10 file (PS3.10 7.1); `size` is the
+    file's when `source` holds only its first bytes."""
     with _reading(source) as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
+        if size is None:
+            handle.seek(0, 2)
+            size = handle.tell()
         handle.seek(PREAMBLE_LENGTH)
         if handle.read(4) != b"DICM":
             raise MalformedDataset("no DICOM Part 10 prefix (preamble + 'DICM')")
@@ -271,7 +273,10 @@ def _walk_dataset(
                     f"{end - value_at} bytes later"
                 )
             if keep:
-                collect[tag] = (vr.decode("ascii"), read(length))  # type: ignore[index]
+                value = read(length)
+                if len(value) < length:  # only where `handle` holds the file's first bytes
+                    raise MalformedDataset(f"({group:04X},{element:04X}) is cut short")
+                collect[tag] = (vr.decode("ascii"), value)  # type: ignore[index]
             elif length:
                 seek(position)
     if in_item:

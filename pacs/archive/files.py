@@ -1,6 +1,6 @@
 """The file archive: where instances live on disk, and how they get there safely.
 
-Room: archive/. Imports the standard library and pydicom's UID check only. Paths are derived
+Room: archive/. Imports the standard library only. Paths are derived
 from hashes of validated UIDs and kept relative to the root; nothing here resolves a path
 outside the root. A file reaches its final name only after its bytes are fsynced (temp file,
 fsync, rename, fsync of the folder), so a name in the archive always means a complete file.
@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pydicom.uid import UID
-
 TEMP_FOLDER = ".tmp"
 # The relative paths relative_path_for makes: `ab/<32 hex>/<32 hex>/<64 hex>.dcm`.
 _CANONICAL = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}/[0-9a-f]{32}/[0-9a-f]{64}\.dcm\Z")
@@ -30,9 +28,13 @@ class ArchiveError(OSError):
     """A file operation in the archive that failed (disk full, permissions, bad path)."""
 
 
+# PS3.5 9.1: components of digits, no leading zero unless alone, separated by single dots.
+_VALID_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+
+
 def is_valid_uid(value: str) -> bool:
     """A UID as PS3.5 9.1 allows it: digits and dots, no empty or zero-led parts, ≤ 64 chars."""
-    return bool(value) and UID(value).is_valid
+    return 0 < len(value) <= 64 and _VALID_UID.fullmatch(value) is not None
 
 
 def _uid_hash(uid: str) -> str:

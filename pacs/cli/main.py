@@ -46,9 +46,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to `sys.stderr` as it is then, not as it was when logging was set up
+    (a caller that swaps stderr, like a test runner, would leave the handler a closed file)."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        """The current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Root logging at `level`; pynetdicom only from WARNING unless DEBUG."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -77,12 +91,10 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", help="text or json")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand; each sets `handler` to the function it runs."""
-    from pacs.cli.conformance import add_conformance_command
-    from pacs.cli.modality import add_modality_commands
-    from pacs.cli.operations import add_operation_commands
-
+def build_parser(serve_only: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; each sets `handler` to the function it runs.
+    `serve_only`: just `serve`, whose modules the other subcommands' parsers would import
+    (pydicom, the DIMSE face, the services): a `--workers` supervisor needs none of them."""
     parser = argparse.ArgumentParser(prog="pacs", description="minipacs DICOM archive")
     parser.add_argument("--version", action="version", version=f"minipacs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     # A worker's hand-over channels from its supervisor (cli/workers.py): KIND:FD:PORT,...
     serve.add_argument("--handover", help=argparse.SUPPRESS)
     serve.set_defaults(handler=None)
+    if serve_only:
+        return parser
+    from pacs.cli.conformance import add_conformance_command
+    from pacs.cli.modality import add_modality_commands
+    from pacs.cli.operations import add_operation_commands
 
     importer = commands.add_parser("import", help="store DICOM files from folders")
     _settings_arguments(importer)
@@ -198,14 +215,15 @@ def run_db(settings: Settings, action: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pacs` command."""
-    arguments = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    arguments = build_parser(serve_only=given[:1] == ["serve"]).parse_args(given)
     try:
         settings = settings_from(arguments)
         configure_logging(settings.log_level, settings.log_format)
         if arguments.command == "serve" and arguments.workers != 1:
             from pacs.cli.workers import run_workers
 
-            return run_workers(settings, arguments, sys.argv[1:] if argv is None else argv)
+            return run_workers(settings, arguments, given)
         configure_pydicom()
         from pacs.services.context import open_services
 

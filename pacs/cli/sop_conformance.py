@@ -325,7 +325,8 @@ def move_initiation_section() -> list[str]:
     return [
         "For each C-MOVE, minipacs opens associations to the destination (from the remote AE "
         "table) as Storage SCU, one after the other, and releases each when its instances "
-        "are sent.",
+        "are sent; the last one after `retrieve.association_close_delay` seconds, unless the "
+        "next C-MOVE to the same destination, needing the same contexts, goes over it.",
         "",
         "- **Proposed presentation contexts**: for each SOP class in the instance set, one "
         "context per stored transfer syntax with that syntax alone, plus one context with "

@@ -26,6 +26,7 @@ from pacs.config.settings import (
 )
 from pacs.config.values import (
     _choice,
+    _non_negative_float,
     _optional_path,
     _optional_port,
     _parse_bool,
@@ -74,6 +75,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("strict_hierarchy", "query.strict_hierarchy", _parse_bool),
     SettingSpec("reply_to_requester", "retrieve.reply_to_requester", _parse_bool),
     SettingSpec("reply_ports", "retrieve.reply_ports", _parse_ports),
+    SettingSpec("association_close_delay", "retrieve.association_close_delay",
+                _non_negative_float),
     SettingSpec("log_level", "log.level", _choice(LOG_LEVELS, upper=True)),
     SettingSpec("log_format", "log.format", _choice(LOG_FORMATS)),
     SettingSpec("remotes", "remote", _parse_remotes),

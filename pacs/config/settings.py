@@ -78,6 +78,9 @@ class Settings:
     strict_hierarchy: bool = False  # refuse keys outside the hierarchy (PS3.4 C.4.1.2.1)
     reply_to_requester: bool = False
     reply_ports: tuple[int, ...] = ()
+    # Seconds a C-MOVE destination association stays open for the next C-MOVE to the same
+    # destination (0: released after each C-MOVE).
+    association_close_delay: float = 5.0
     require_called_ae: bool = True
     peers: tuple[Peer, ...] = ()
     unknown_callers: str = "echo-store"

@@ -67,6 +67,16 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+    if not number >= 0:
+        raise ValueError(f"{number} must be 0 or more")
+    return number
+
+
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value

@@ -21,6 +21,14 @@ parking itself is in dimse/pynetdicom_internals.)
 Releasing a destination association waits for its A-RELEASE-RP, up to the ACSE timeout. That
 happens in a thread of its own, after the final C-MOVE response: a destination slow to answer
 (or never answering) A-RELEASE-RQ holds neither that response nor the requester's association.
+
+Reuse (`retrieve.association_close_delay`, as Orthanc's DicomAssociationCloseDelay): after a
+C-MOVE, a sound destination association waits that long, its reactor unparked (it answers a
+peer that releases or aborts meanwhile), for the next C-MOVE of the same server to the same
+destination with the same presentation contexts; that one parks it again and sends over it
+instead of opening another (about 3 ms of association set-up and two threads each time, and
+the peer's own set-up: storescp forks a process per association). PS3.4 C.4.2.3 asks for the
+sub-operations to go over an association of their own, not for a new one per C-MOVE.
 """
 
 from __future__ import annotations
@@ -39,10 +47,14 @@ from pynetdicom.presentation import build_context
 from pacs.config import Settings
 from pacs.dimse.events import set_no_delay
 from pacs.dimse.pynetdicom_internals import (
+    DATA_SET_PRESENT,
     association_alive,
+    encode_command,
+    expect_store_responses,
     next_message,
     park_reactor,
     raw_socket,
+    send_message,
     send_primitive,
     unpark_reactor,
 )
@@ -51,6 +63,8 @@ from pacs.services.retrieve import AcceptedContext, ContextProposal, Endpoint
 from pacs.services.suboperations import Originator, StoreResult
 
 log = logging.getLogger("pacs.retrieve")
+C_STORE_RQ = 0x0001  # Command Field (PS3.7 E.1-1)
+
 
 class AssociationLink:
     """An established association on which we send C-STORE requests and await each answer."""
@@ -61,6 +75,7 @@ class AssociationLink:
         self.description = description
         self.alive = True
         self._message_id = 0
+        expect_store_responses(assoc)  # their C-STORE-RSPs decoded the short way
 
     @functools.cached_property
     def accepted(self) -> list[AcceptedContext]:
@@ -85,19 +100,26 @@ class AssociationLink:
         The bytes go straight from `data_set` to the socket (the send fast path) when it is
         open. `while_waiting` runs once the request is on its way (the peer is busy storing).
         """
-        request = C_STORE()
-        request.MessageID = self._next_message_id()
-        request.AffectedSOPClassUID = context.sop_class_uid
-        request.AffectedSOPInstanceUID = sop_instance_uid
-        request.Priority = priority if priority in (0, 1, 2) else 2
+        message_id = self._next_message_id()
+        fields = {
+            "CommandField": C_STORE_RQ, "CommandDataSetType": DATA_SET_PRESENT,
+            "MessageID": message_id, "AffectedSOPClassUID": context.sop_class_uid,
+            "AffectedSOPInstanceUID": sop_instance_uid,
+            "Priority": priority if priority in (0, 1, 2) else 2,
+        }
         if originator is not None:
-            request.MoveOriginatorApplicationEntityTitle = originator.ae_title
-            request.MoveOriginatorMessageID = originator.message_id
+            fields["MoveOriginatorApplicationEntityTitle"] = originator.ae_title
+            fields["MoveOriginatorMessageID"] = originator.message_id
         try:
-            send_primitive(self.assoc, request, context.context_id, data_set)
+            # The command set encoded from its fields (PS3.7 9.3.1.1); a pynetdicom primitive
+            # (validated UIDs, its own encoder) only when the fast path is closed.
+            if not send_message(self.assoc, context.context_id, encode_command(fields),
+                                data_set):
+                send_primitive(self.assoc, _c_store_request(fields), context.context_id,
+                               data_set)
             if while_waiting is not None:
                 while_waiting()
-            return self._await_response(request.MessageID)
+            return self._await_response(message_id)
         except Exception:  # noqa: BLE001 - mid-exchange, the association's state is unknown
             log.exception("%s: C-STORE of %s broke off", self.description, sop_instance_uid)
             if self.alive:
@@ -133,8 +155,18 @@ class AssociationLink:
         """Whether further C-STOREs can go over this association."""
         return self.alive and association_alive(self.assoc)
 
-    def close(self) -> None:
+    def close(self, reusable: bool = True) -> None:
         """Done with the sub-operations on this association (nothing to do by default)."""
+
+
+def _c_store_request(fields: dict[str, Any]) -> C_STORE:
+    """The C-STORE-RQ primitive of these command fields, for pynetdicom's send path."""
+    request = C_STORE()
+    for keyword in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+                    "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
+        if keyword in fields:
+            setattr(request, keyword, fields[keyword])
+    return request
 
 
 _RELEASING: set[DestinationLink] = set()
@@ -142,9 +174,24 @@ _RELEASING_LOCK = threading.Lock()
 
 
 class DestinationLink(AssociationLink):
-    """Our association to a C-MOVE destination, its reactor parked for its whole life."""
+    """Our association to a C-MOVE destination, its reactor parked while it carries a C-MOVE's
+    sub-operations; between C-MOVEs it may wait, unparked, in `IDLE` for the next one."""
 
-    def close(self) -> None:
+    key: Any = None  # what a later C-MOVE must match to take it over (open_destination)
+    close_delay: float = 0.0
+
+    def close(self, reusable: bool = True) -> None:
+        """Keep the association for the next C-MOVE to the same destination for
+        `close_delay` seconds when it is sound; otherwise release it in the background."""
+        if reusable and self.close_delay > 0 and self.key is not None and self.usable() \
+                and self.assoc.is_established:
+            # Idle, the reactor answers what the peer may do meanwhile (A-RELEASE-RQ, abort).
+            unpark_reactor(self.assoc)
+            IDLE.keep(self)
+            return
+        self.release()
+
+    def release(self) -> None:
         """Release the association in the background (abort it when it is already broken)."""
         with _RELEASING_LOCK:
             _RELEASING.add(self)
@@ -170,18 +217,99 @@ class DestinationLink(AssociationLink):
         unpark_reactor(self.assoc)
 
 
-def abort_releases() -> None:
-    """Abort destination associations whose release is still awaited (at shutdown)."""
+class IdleLinks:
+    """Destination associations between C-MOVEs: at most one per key, each released by one
+    reaper thread once its close delay has passed without a C-MOVE taking it."""
+
+    def __init__(self) -> None:
+        self._links: dict[Any, tuple[DestinationLink, float]] = {}
+        self._changed = threading.Condition()
+        self._reaper: threading.Thread | None = None
+
+    def keep(self, link: DestinationLink) -> None:
+        """Keep `link` until its close delay passes (releasing one kept under its key)."""
+        with self._changed:
+            previous = self._links.pop(link.key, None)
+            self._links[link.key] = (link, time.monotonic() + link.close_delay)
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="release idle C-MOVE "
+                                                "destinations", daemon=True)
+                self._reaper.start()
+            self._changed.notify()
+        if previous is not None:
+            previous[0].release()
+
+    def take(self, key: Any) -> DestinationLink | None:
+        """The link kept under `key`, if any, no longer kept."""
+        with self._changed:
+            entry = self._links.pop(key, None)
+        return entry[0] if entry is not None else None
+
+    def drain(self) -> list[DestinationLink]:
+        """Every kept link, no longer kept."""
+        with self._changed:
+            links = [link for link, _ in self._links.values()]
+            self._links.clear()
+        return links
+
+    def _reap(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                expired = [key for key, (_, until) in self._links.items() if until <= now]
+                links = [self._links.pop(key)[0] for key in expired]
+                if not links:
+                    ends = [until for _, until in self._links.values()]
+                    self._changed.wait(min(ends) - now if ends else None)
+                    continue
+            for link in links:
+                link.release()
+
+
+IDLE = IdleLinks()
+
+
+def abort_releases(wait: float = 1.0) -> None:
+    """At shutdown: release the idle destination associations, give releases `wait` seconds,
+    then abort those still awaiting their A-RELEASE-RP."""
+    for link in IDLE.drain():
+        link.release()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with _RELEASING_LOCK:
+            if not _RELEASING:
+                break
+        time.sleep(0.01)
     with _RELEASING_LOCK:
         links = list(_RELEASING)
     for link in links:
         link.abort()
 
 
+def _idle_link(key: Any) -> DestinationLink | None:
+    """The association a previous C-MOVE left open under `key`, parked again, if it is still
+    sound; one that is not is released."""
+    link = IDLE.take(key)
+    if link is None:
+        return None
+    if link.usable() and link.assoc.is_established and park_reactor(link.assoc) \
+            and link.usable() and link.assoc.is_established:
+        return link
+    link.release()
+    return None
+
+
 def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destination_ae: str,
                      proposals: Sequence[ContextProposal]) -> tuple[DestinationLink | None, str]:
     """Associate with the first endpoint that accepts: our AE title, our maximum PDU,
     TCP_NODELAY. Returns the link, or None and why no endpoint accepted."""
+    # Reused only for the same server, destination, addresses and contexts: what the peer
+    # accepted then is what it would accept now.
+    key = (id(settings), destination_ae, tuple(endpoints), tuple(proposals))
+    reused = _idle_link(key)
+    if reused is not None:
+        log.debug("%s: reusing the association", reused.description)
+        return reused, ""
     ae = AE(ae_title=settings.ae_title)
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
@@ -206,6 +334,7 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
             continue
         set_no_delay(raw_socket(assoc))
         link = DestinationLink(assoc, settings.dimse_timeout, f"C-MOVE to {where}")
+        link.key, link.close_delay = key, settings.association_close_delay
         if not park_reactor(assoc):
             link.abort()
             reasons.append(f"{where}: association thread did not pause")
@@ -217,7 +346,7 @@ def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destinat
 class RequesterLink(AssociationLink):
     """The C-GET requester's own association: we run inside its reactor thread."""
 
-    def close(self) -> None:
+    def close(self, reusable: bool = True) -> None:
         """Nothing to release: the association is the requester's."""
 
     def _lost(self, reason: str) -> None:

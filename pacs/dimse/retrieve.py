@@ -31,7 +31,14 @@ from pynetdicom.dsutils import encode
 
 from pacs.dimse.destination import RequesterLink, open_destination
 from pacs.dimse.events import calling_ae, peer, record_operation, require_permission
-from pacs.dimse.pynetdicom_internals import association_alive, drop_response, send_primitive
+from pacs.dimse.pynetdicom_internals import (
+    NO_DATA_SET,
+    association_alive,
+    drop_response,
+    encode_command,
+    send_message,
+    send_primitive,
+)
 from pacs.model.levels import model_for_sop_class
 from pacs.model.retrieve_identifier import RetrieveRequest, parse_retrieve_identifier
 from pacs.model.status import DicomError, RetrieveStatus
@@ -53,6 +60,8 @@ from pacs.services.suboperations import (
 )
 
 log = logging.getLogger("pacs.retrieve")
+# Command Field of the responses (PS3.7 E.1-1): C-GET-RSP, C-MOVE-RSP.
+_RESPONSE_COMMAND_FIELDS = {C_GET: 0x8010, C_MOVE: 0x8021}
 
 
 class Responder:
@@ -67,6 +76,12 @@ class Responder:
         self.finished = False
         self.status: int = RetrieveStatus.UNABLE_TO_PROCESS
         self.fields: dict[str, Any] = {}
+        self._pending_fields: dict[str, Any] = {
+            "CommandField": _RESPONSE_COMMAND_FIELDS[primitive_class],
+            "CommandDataSetType": NO_DATA_SET, "Status": int(RetrieveStatus.PENDING),
+            "AffectedSOPClassUID": str(self.request.AffectedSOPClassUID),
+            "MessageIDBeingRespondedTo": int(self.request.MessageID),
+        }
         # A drop left over from an earlier request whose trailing response never came.
         drop_response(self.assoc, None)
 
@@ -84,6 +99,15 @@ class Responder:
 
     def pending(self, counts: Counts) -> None:
         """A Pending (0xFF00) response with the four counts."""
+        fields = {**self._pending_fields,
+                  "NumberOfRemainingSuboperations": counts.remaining,
+                  "NumberOfCompletedSuboperations": counts.completed,
+                  "NumberOfFailedSuboperations": counts.failed,
+                  "NumberOfWarningSuboperations": counts.warning}
+        # Encoded from its fields (one per sub-operation); the primitive when the fast path
+        # is closed.
+        if send_message(self.assoc, self.context_id, encode_command(fields)):
+            return
         response = self._primitive(RetrieveStatus.PENDING)
         response.NumberOfRemainingSuboperations = counts.remaining
         response.NumberOfCompletedSuboperations = counts.completed

@@ -46,8 +46,9 @@ def _check_size(event: Any, services: Services) -> int:
     return size
 
 
-def handle_store(event: Any, services: Services) -> Dataset:
-    """C-STORE: the received file goes through the ingest pipeline; its outcome is the status."""
+def handle_store(event: Any, services: Services) -> Dataset | int:
+    """C-STORE: the received file goes through the ingest pipeline; its outcome is the status
+    (Success as a bare status: pynetdicom takes it without walking a data set)."""
     started = time.monotonic()
     request = event.request
     command_class = str(request.AffectedSOPClassUID)
@@ -76,4 +77,4 @@ def handle_store(event: Any, services: Services) -> Dataset:
     record_operation(event, services, "C-STORE", StoreStatus.SUCCESS, started,
                      outcome=result.outcome, sop_instance_uid=result.sop_instance_uid,
                      study_instance_uid=result.study_instance_uid, bytes=result.file_size)
-    return status_dataset(StoreStatus.SUCCESS)
+    return int(StoreStatus.SUCCESS)

@@ -142,6 +142,11 @@ class Index(IndexReads):
     def _add_one(self, entry: IndexEntry, replace: bool) -> AddResult:
         series_uid = entry.series["series_instance_uid"]
         series_id = self._series_ids.get(series_uid)
+        # A new instance of a series seen before (the common case) costs one statement.
+        if series_id is not None and self._statements.insert_in_series(
+                Instance, instance_values(entry, series_id), "sop_instance_uid",
+                series_id, series_uid):
+            return AddResult("inserted")
         if series_id is not None and not self._is_series(series_id, series_uid):
             series_id = None  # deleted meanwhile, or its id reused (SQLite reuses rowids)
         if series_id is None:
@@ -150,7 +155,6 @@ class Index(IndexReads):
                 self._series_ids.clear()
             self._series_ids[series_uid] = series_id
         values = instance_values(entry, series_id)
-        # Insert first: a new instance (the common case) costs one statement.
         if self._statements.insert(Instance, values, conflict="sop_instance_uid"):
             return AddResult("inserted")
         existing = self._statements.instance(entry.instance["sop_instance_uid"])

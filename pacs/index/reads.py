@@ -24,7 +24,10 @@ _RECORD_FIELDS = (
     Series.series_instance_uid,
     Study.study_instance_uid,
     Patient.patient_id,
-)
+)  # the order of InstanceRecord's fields
+# (database, number of values per key list) -> the retrieve SELECT; a bounded number of shapes.
+_RETRIEVE_SQL: dict[tuple[int, tuple[int, ...]], str] = {}
+_RETRIEVE_SHAPES = 256
 
 
 
@@ -69,20 +72,37 @@ class IndexReads:
         sop_instance_uids: Sequence[str] = (),
     ) -> list[InstanceRecord]:
         """Instances under the given unique keys (each list ORs, the lists AND), in order."""
-        query = self._records()
-        if patient_ids:
-            query = query.where(Patient.patient_id.in_(list(patient_ids)))
-        if study_uids:
-            query = query.where(Study.study_instance_uid.in_(list(study_uids)))
-        if series_uids:
-            query = query.where(Series.series_instance_uid.in_(list(series_uids)))
-        if sop_instance_uids:
-            query = query.where(Instance.sop_instance_uid.in_(list(sop_instance_uids)))
-        query = query.order_by(Study.id, Series.id, Instance.id)
+        keys = (list(patient_ids), list(study_uids), list(series_uids), list(sop_instance_uids))
+        parameters = [value for values in keys for value in values]
         try:
-            return [self._record(row) for row in query]
+            # The SQL of one shape of request (how many values in each list) is built once:
+            # peewee's query building was most of a C-MOVE's index time.
+            shape = tuple(len(values) for values in keys)
+            sql = _RETRIEVE_SQL.get((id(self.database), shape))
+            if sql is None:
+                sql, built = self._retrieve_query(*keys).sql()
+                if list(built) != parameters:  # not the layout assumed: no shortcut
+                    return [self._record(row) for row in self._retrieve_query(*keys)]
+                if len(_RETRIEVE_SQL) < _RETRIEVE_SHAPES:
+                    _RETRIEVE_SQL[(id(self.database), shape)] = sql
+            cursor = self.database.execute_sql(sql, parameters)
+            return [InstanceRecord(*row) for row in cursor.fetchall()]
         except peewee.PeeweeException as exc:
             raise IndexUnavailable(f"index read failed: {exc}") from exc
+
+    def _retrieve_query(self, patient_ids: list[str], study_uids: list[str],
+                        series_uids: list[str], sop_instance_uids: list[str],
+                        ) -> peewee.ModelSelect:
+        query = self._records()
+        if patient_ids:
+            query = query.where(Patient.patient_id.in_(patient_ids))
+        if study_uids:
+            query = query.where(Study.study_instance_uid.in_(study_uids))
+        if series_uids:
+            query = query.where(Series.series_instance_uid.in_(series_uids))
+        if sop_instance_uids:
+            query = query.where(Instance.sop_instance_uid.in_(sop_instance_uids))
+        return query.order_by(Study.id, Series.id, Instance.id)
 
     def iter_instances(self) -> Iterator[InstanceRecord]:
         """Every indexed instance, streamed from a cursor."""

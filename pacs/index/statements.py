@@ -15,7 +15,7 @@ from typing import Any
 
 import peewee
 
-from pacs.index.schema import Instance
+from pacs.index.schema import Instance, Series
 
 
 class _RowInsert:
@@ -30,6 +30,15 @@ class _RowInsert:
             f"INSERT INTO {quote(model._meta.table_name)} "
             f"({', '.join(quote(f.column_name) for f in fields)}) "
             f"VALUES ({', '.join(mark for _ in fields)}) ON CONFLICT{target} DO NOTHING"
+        )
+        # The same, only while a row of the series table has this id and UID (one statement
+        # where a check and an insert were two round trips).
+        self.sql_in_series = (
+            f"INSERT INTO {quote(model._meta.table_name)} "
+            f"({', '.join(quote(f.column_name) for f in fields)}) "
+            f"SELECT {', '.join(mark for _ in fields)} WHERE EXISTS (SELECT 1 FROM "
+            f"{quote(Series._meta.table_name)} WHERE {quote('id')} = {mark} AND "
+            f"{quote('series_instance_uid')} = {mark}) ON CONFLICT{target} DO NOTHING"
         )
         # Text values are already text: only other fields (ids, sizes, times) need converting.
         self._columns = [
@@ -84,6 +93,18 @@ class Statements:
             statement = self._inserts[(model, conflict)] = _RowInsert(
                 self.database, model, conflict)
         cursor = self.database.execute_sql(statement.sql, statement.parameters(row))
+        return int(cursor.rowcount)
+
+    def insert_in_series(self, model: Any, row: Mapping[str, Any], conflict: str | None,
+                         series_id: int, series_uid: str) -> int:
+        """`insert`, done only while the series row `series_id` still has `series_uid`;
+        0 when the row conflicts or that series is gone (or its id was reused)."""
+        statement = self._inserts.get((model, conflict))
+        if statement is None:
+            statement = self._inserts[(model, conflict)] = _RowInsert(
+                self.database, model, conflict)
+        cursor = self.database.execute_sql(statement.sql_in_series,
+                                           [*statement.parameters(row), series_id, series_uid])
         return int(cursor.rowcount)
 
     def row_id(self, model: Any, key: Mapping[str, Any]) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
@@ -133,12 +134,13 @@ class StoredAttribute:
     column: str
     tag: int
 
-    @property
+    # Cached: read for every indexed attribute of every store.
+    @cached_property
     def folded_column(self) -> str | None:
         """Column with the case-folded value, for case-insensitive PN matching."""
         return f"{self.column}_folded" if self.vr == "PN" else None
 
-    @property
+    @cached_property
     def normalized_column(self) -> str | None:
         """Column with a sortable normal form, for range matching of TM and DT."""
         return f"{self.column}_norm" if self.vr in ("TM", "DT") else None

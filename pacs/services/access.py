@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pacs.config import SERVICES, Peer, Settings
 
+_EVERY_SERVICE = frozenset(SERVICES)
 _UNKNOWN_SERVICES = {
     "echo-store": frozenset({"echo", "store"}),
     "echo": frozenset({"echo"}),
@@ -47,7 +48,7 @@ class AccessPolicy:
     def services_for(self, calling_ae: str, host: str) -> frozenset[str]:
         """The services `calling_ae` connecting from `host` may use."""
         if self.is_open:
-            return frozenset(SERVICES)
+            return _EVERY_SERVICE
         calling_ae = calling_ae.strip()
         granted: set[str] = set()
         for peer in self.peers:

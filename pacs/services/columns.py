@@ -12,7 +12,9 @@ study/series UIDs are multi-valued or that is deflated (`from_dataset`).
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import struct
 from collections.abc import Iterable
@@ -28,6 +30,7 @@ from pydicom.multival import MultiValue
 from pacs.archive.encoding import (
     EXPLICIT_BIG,
     FileLayout,
+    MalformedDataset,
     RawElements,
     check_structure,
     read_header,
@@ -199,9 +202,25 @@ class IndexHeader:
 _WANTED = frozenset(INDEX_TAGS)
 
 
-def read_index_header(handle: BinaryIO) -> tuple[FileLayout, IndexHeader]:
+def _index_elements_in(head: bytes, handle: BinaryIO) -> tuple[FileLayout, RawElements] | None:
+    """The layout and index elements read from `head`, the first bytes of the file open in
+    `handle`; None when the walk needs more of the file than `head` holds."""
+    in_memory = io.BytesIO(head)
+    try:
+        layout = read_layout(in_memory, os.fstat(handle.fileno()).st_size)
+        raw = read_index_elements(in_memory, layout, _WANTED)
+    except MalformedDataset:
+        return None  # perhaps only cut off by the end of `head`: the file decides
+    return None if raw is None else (layout, raw)
+
+
+def read_index_header(handle: BinaryIO, head: bytes = b"") -> tuple[FileLayout, IndexHeader]:
     """Check the structure of the Part 10 file open in `handle` and read what the index keeps
-    of it, in one walk of its elements; MalformedDataset when it is not whole."""
+    of it, in one walk of its elements; MalformedDataset when it is not whole. `head`, the
+    file's first bytes when its receiver kept them, spares reading them again."""
+    if head and (read := _index_elements_in(head, handle)) is not None:
+        layout, raw = read
+        return layout, IndexHeader.from_raw(raw, layout.transfer_syntax != EXPLICIT_BIG, handle)
     layout = read_layout(handle)
     raw = read_index_elements(handle, layout, _WANTED)
     if raw is None:  # deflated: only pydicom can read it

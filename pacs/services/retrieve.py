@@ -270,9 +270,8 @@ class StoredInstance:
 def read_instance(archive: Archive, record: InstanceRecord) -> StoredInstance:
     """Read an instance's file and check it is the one indexed (size and SHA-256)."""
     try:
-        path = archive.absolute(record.file_path)
-        layout = read_layout(path)
-        content = path.read_bytes()
+        content = archive.absolute(record.file_path).read_bytes()
+        layout = read_layout(io.BytesIO(content))  # one open and read of the file, not two
     except FileNotFoundError:
         raise InstanceUnavailable(f"file {record.file_path} is missing") from None
     except (OSError, ArchiveError, MalformedDataset) as exc:

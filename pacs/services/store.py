@@ -99,20 +99,21 @@ class Ingestor:
         expected_sop_instance_uid: str | None = None,
         source_ae: str = "",
         expected_study_instance_uid: str | None = None,
-        received: tuple[str, int] | None = None,
+        received: tuple[str, int, bytes] | None = None,
     ) -> StoreResult:
         """Store the Part 10 file at `source` (moved into the archive when on its disk).
 
         `expected_*` are the UIDs of the C-STORE command (or of a STOW-RS request's study),
-        which the data set must carry. `received` is the (SHA-256 hex, size) of the file as its
-        receiver wrote it, so it is not read back for the hash.
+        which the data set must carry. `received` is the (SHA-256 hex, size, first bytes) of the
+        file as its receiver wrote it, so it is not read back for the hash or the header.
         Returns only once the file and its index row are durable (see services/commit.py).
         """
         try:
             # One open serves the checks, the header, the hash and the fsync.
             with open(source, "rb") as handle:
                 checked = self._check(handle, expected_sop_class_uid, expected_sop_instance_uid,
-                                      expected_study_instance_uid, source_ae)
+                                      expected_study_instance_uid, source_ae,
+                                      received[2] if received else b"")
                 if isinstance(checked, StoreResult):
                     return checked
                 content = self._sync(handle, received) if self.archive.can_rename(handle) else None
@@ -146,12 +147,12 @@ class Ingestor:
 
     def _check(self, handle: BinaryIO, expected_sop_class_uid: str | None,
                expected_sop_instance_uid: str | None,
-               expected_study_instance_uid: str | None, source_ae: str,
+               expected_study_instance_uid: str | None, source_ae: str, head: bytes,
                ) -> _Checked | StoreResult:
         """The header and layout of a data set fit to store, or the result for a kept
         duplicate; raises DicomError for a data set that must be refused."""
         try:
-            layout, header = read_index_header(handle)
+            layout, header = read_index_header(handle, head)
         except MalformedDataset as exc:
             raise DicomError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from None
 
@@ -191,9 +192,10 @@ class Ingestor:
         return _Checked(header, layout, sop_class, sop_instance, study_uid, series_uid)
 
     @staticmethod
-    def _sync(handle: BinaryIO, received: tuple[str, int] | None) -> Content:
+    def _sync(handle: BinaryIO, received: tuple[str, int, bytes] | None) -> Content:
         try:
-            return sync_received(handle, *received) if received else sync_and_hash(handle)
+            return (sync_received(handle, received[0], received[1]) if received
+                    else sync_and_hash(handle))
         except OSError as exc:
             raise DicomError(StoreStatus.OUT_OF_RESOURCES,
                              f"cannot write data set: {exc.strerror or exc}") from None

@@ -3,15 +3,18 @@
 Room: services/. Imports services/retrieve (instance sets, contexts, conversion) and the
 Services container; no protocol. The face supplies where the C-STOREs go (a `StoreLink` per
 planned association) and where the responses go (a `ResponseSink`); this module decides the
-order: read the next file while the current C-STORE is in flight, send each Pending response
-while the next sub-operation is on the wire, count every outcome, send the final response, and
-only then close the last link (a peer slow to release must not delay the final response).
+order: read the next file (in a worker thread) while the current C-STORE goes out, send
+each Pending response while the next sub-operation is on the wire, count every outcome, send
+the final response, and only then close the last link (a peer slow to release must not delay
+the final response).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,8 +72,9 @@ class StoreLink(Protocol):
     def usable(self) -> bool:
         """Whether more C-STOREs can go this way."""
 
-    def close(self) -> None:
-        """Done with this link (what that takes, such as a release, may finish later)."""
+    def close(self, reusable: bool = True) -> None:
+        """Done with this link (what that takes, such as a release, may finish later);
+        `reusable`: it may stay open a while for a later request, else it ends now."""
 
 
 class ResponseSink(Protocol):
@@ -103,45 +107,67 @@ class DuePending:
             self.responder.pending(counts)
 
 
+# Threads that read the next file of each running retrieve; started when first needed, kept.
+_READERS_LOCK = threading.Lock()
+_READERS: ThreadPoolExecutor | None = None
+READER_THREADS = 4
+
+
+def _readers() -> ThreadPoolExecutor:
+    global _READERS
+    with _READERS_LOCK:
+        if _READERS is None:
+            _READERS = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="retrieve-read")
+        return _READERS
+
+
 class Prefetch:
-    """The next instance's file, read while the current C-STORE is in flight."""
+    """The next instance's file, read and checked (size, SHA-256) in a reader thread while the
+    current one goes out: reading and hashing release the GIL, so they overlap the send, the
+    Pending response and the peer's storing instead of following them."""
 
     def __init__(self, archive: Any):
         self.archive = archive
         self.record: Any = None
-        self.result: StoredInstance | Exception | None = None
+        self.future: Future[StoredInstance] | None = None
 
     def load(self, record: Any) -> None:
-        """Read `record`'s file now; any error is kept for `take` (this runs mid-C-STORE)."""
+        """Start reading `record`'s file; any error is kept for `take`."""
         if record is None or record is self.record:
             return
         self.record = record
-        try:
-            self.result = read_instance(self.archive, record)
-        except Exception as exc:  # noqa: BLE001 - re-raised by take(), outside the C-STORE
-            self.result = exc
+        self.future = _readers().submit(read_instance, self.archive, record)
 
     def take(self, record: Any) -> StoredInstance:
-        """The stored instance of `record`, prefetched or read now."""
-        if record is not self.record or self.result is None:
+        """The stored instance of `record`, prefetched or read now; raises what reading it
+        raised."""
+        if record is not self.record or self.future is None:
             return read_instance(self.archive, record)
-        result, self.record, self.result = self.result, None, None
-        if isinstance(result, Exception):
-            raise result
-        return result
+        future, self.record, self.future = self.future, None, None
+        return future.result()
+
+    def close(self) -> None:
+        """Drop a read nobody will take (it finishes on its own)."""
+        if self.future is not None:
+            self.future.cancel()
+        self.record = self.future = None
 
 
 def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, record: Any,
                    priority: int, originator: Originator | None,
-                   while_waiting: Callable[[], None], prefetch: Prefetch) -> None:
-    """Read, choose a context, convert if needed, send; count the outcome."""
+                   while_waiting: Callable[[], None], prefetch: Prefetch,
+                   upcoming: Any) -> None:
+    """Read, choose a context, convert if needed, send; count the outcome. `upcoming` (the
+    next sub-operation's record, or None) starts being read as soon as this one is."""
     uid = record.sop_instance_uid
     try:
         stored = prefetch.take(record)
     except InstanceUnavailable as exc:
+        prefetch.load(upcoming)
         log.warning("%s: %s failed: %s", link.description, uid, exc)
         retrieval.record(record, Outcome.FAILED)
         return
+    prefetch.load(upcoming)
     delivery = choose_context(record.sop_class_uid, stored.transfer_syntax_uid, link.accepted)
     if delivery is None:
         log.warning("%s: %s failed: no accepted context for %s in %s or uncompressed",
@@ -191,8 +217,10 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
             if cancelled:
                 break
             if link is not None:
-                link.close()  # one association at a time
+                link.close(reusable=False)  # one association at a time
                 link = None
+            if plan.instances:
+                prefetch.load(plan.instances[0])  # read while the association is opened
             link, reason = open_link(plan)
             if link is None:
                 log.warning("%s: %d sub-operations failed: %s", requester,
@@ -212,6 +240,7 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
         status = retrieval.final_status(cancelled)
         responder.final(status, retrieval.counts(), retrieval.failed_uids)
     finally:
+        prefetch.close()
         # After the final response: the last association's release (which a slow peer may
         # make last the whole ACSE timeout) must not delay it.
         if link is not None:
@@ -238,16 +267,12 @@ def _run_plan(services: Services, responder: ResponseSink, retrieval: Retrieval,
             for rest in plan.instances[position:]:
                 retrieval.record(rest, Outcome.FAILED)
             return False
-        upcoming = plan.instances[position + 1:position + 2]
-
-        def while_waiting(upcoming: list[Any] = upcoming) -> None:
-            due.flush()
-            prefetch.load(upcoming[0] if upcoming else None)
-
+        upcoming = plan.instances[position + 1] if position + 1 < len(plan.instances) \
+            else None
         done = retrieval.total - retrieval.remaining
         try:
             _sub_operation(services, link, retrieval, record, priority, originator,
-                           while_waiting, prefetch)
+                           due.flush, prefetch, upcoming)
         except Exception:  # noqa: BLE001 - one instance must not end the request
             log.exception("%s: sub-operation for %s failed", link.description,
                           record.sop_instance_uid)

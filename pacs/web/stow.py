@@ -10,13 +10,14 @@ the request while the next part arrives, in order; the answer waits for every st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -35,6 +36,7 @@ from pacs.web.threads import body_reader, call
 log = logging.getLogger("pacs.stow")
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _AHEAD = 4  # complete parts waiting to be stored (on disk) before receiving pauses
+_KEPT = 64 * 1024  # first bytes of a part kept for the store's header read
 
 
 @dataclass
@@ -63,6 +65,11 @@ class PartsToArchive:
     _size: int = 0
     _refusal: DicomError | None = None
     _head: bytearray | None = None  # the first bytes, until we know whether a preamble is due
+    # What was written, as written: hashed and its first bytes kept, so the store pipeline
+    # reads neither back (as for a C-STORE's data set).
+    _digest: Any = None
+    _written: int = 0
+    _kept: bytearray = field(default_factory=bytearray)
 
     def begin(self, headers: dict[str, str]) -> None:
         """A part starts: refuse a non-DICOM media type, else open its temp file."""
@@ -75,6 +82,15 @@ class PartsToArchive:
         self._path = self.services.archive.new_temp_path()
         self._file = open(self._path, "wb")  # noqa: SIM115  (closed in end() or abort())
         self._head = bytearray()
+        self._digest, self._written, self._kept = hashlib.sha256(), 0, bytearray()
+
+    def _write(self, data: bytes | bytearray) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._digest.update(data)
+        self._written += len(data)
+        if len(self._kept) < _KEPT:
+            self._kept += data[:_KEPT - len(self._kept)]
 
     def _write_head(self) -> None:
         """Some clients (pydicom's dcmwrite, so dicomweb-client) send the File Meta group
@@ -82,8 +98,8 @@ class PartsToArchive:
         assert self._file is not None and self._head is not None
         head, self._head = self._head, None
         if head[128:132] != b"DICM" and head[:2] == b"\x02\x00":
-            self._file.write(bytes(_PREAMBLE))
-        self._file.write(head)
+            self._write(_PREAMBLE)
+        self._write(head)
 
     def data(self, chunk: bytes) -> None:
         """Append to the part's file, within the data set size limit."""
@@ -97,7 +113,7 @@ class PartsToArchive:
             self._discard()
             return
         if self._head is None:
-            self._file.write(chunk)
+            self._write(chunk)
             return
         self._head += chunk
         if len(self._head) >= len(_PREAMBLE):
@@ -115,18 +131,20 @@ class PartsToArchive:
         self._file.close()
         self._file = None
         path, self._path = self._path, None
+        received = (self._digest.hexdigest(), self._written, bytes(self._kept))
         if self._storer is None:
             self._storer = ThreadPoolExecutor(1, thread_name_prefix="stow-store")
         queued = [o for o in self.outcomes if isinstance(o, Future) and not o.done()]
         if len(queued) >= _AHEAD:
             wait_for(queued[:len(queued) - _AHEAD + 1])
-        self.outcomes.append(self._storer.submit(self._store, number, path))
+        self.outcomes.append(self._storer.submit(self._store, number, path, received))
 
-    def _store(self, number: int, path: Path) -> PartOutcome:
+    def _store(self, number: int, path: Path, received: tuple[str, int, bytes]) -> PartOutcome:
         """Store one complete part through the C-STORE pipeline (in the storing thread)."""
         try:
             result = self.services.ingestor.store(
-                path, expected_study_instance_uid=self.study, source_ae=self.source)
+                path, expected_study_instance_uid=self.study, source_ae=self.source,
+                received=received)
         except DicomError as error:
             return self._failed(number, error, path)
         finally:

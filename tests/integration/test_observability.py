@@ -74,3 +74,26 @@ def test_metrics_are_off_by_default(tmp_path: Path) -> None:
                              "print('prometheus_client' in sys.modules)"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "False"
+
+
+# Log lines go to standard error as it is when they are written: a process (a test runner, an
+# embedding application) that swaps sys.stderr after start-up still gets every line, and no
+# "Logging error ... I/O operation on closed file" for the one it closed.
+def test_log_lines_follow_standard_error_when_it_is_swapped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from pacs.cli.main import configure_logging
+
+    root, pynetdicom_log = logging.getLogger(), logging.getLogger("pynetdicom")
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # put back afterwards
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(pynetdicom_log, "level", pynetdicom_log.level)
+    configure_logging("INFO")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("pacs.test").info("to the first")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("pacs.test").info("to the second")
+    assert second.getvalue().endswith("pacs.test: to the second\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -199,6 +200,27 @@ def test_several_fragments_per_pdu_cut_across_reads_are_stored_whole(
             for index, chunk in enumerate(group)))
     for start in range(0, len(stream), 997):  # odd cuts: through PDU and PDV headers
         connection.sendall(stream[start:start + 997])
+    assert _read_response_status(connection) == 0x0000
+    _release(connection)
+    _assert_stored_whole(server, dataset, data)
+    assert hashed_at_store == []
+
+
+# PS3.8 9.3.1: a PDU header may reach the archive in pieces (TCP is a byte stream); what the
+# socket holds is read, and the rest of the header is waited for.
+def test_pdu_header_arriving_in_two_pieces_is_read_whole(
+    server: RunningServer, hashed_at_store: list[Path],
+) -> None:
+    dataset = make_dataset(instance=9, rows=ROWS, columns=ROWS)
+    data = _data_set_bytes(dataset)
+    connection = associate(server, CT_IMAGE_STORAGE)
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    connection.sendall(p_data(_store_command(dataset), command=True))
+    first = pdu(0x04, _pdv(data[:40000], last=False))
+    last = pdu(0x04, _pdv(data[40000:], last=True))
+    connection.sendall(first + last[:3])
+    time.sleep(0.2)  # not a wait for readiness: lets the archive read the half header alone
+    connection.sendall(last[3:])
     assert _read_response_status(connection) == 0x0000
     _release(connection)
     _assert_stored_whole(server, dataset, data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import select
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -113,3 +115,25 @@ def test_workers_stop_when_the_supervisor_is_killed(
     finally:
         for watcher in watchers:
             os.close(watcher)
+
+
+_SUPERVISOR_IMPORTS = """
+import sys
+import pacs.cli.workers as workers
+def report(settings, arguments, argv):
+    heavy = {"pydicom", "pynetdicom", "peewee", "psycopg2", "numpy", "PIL", "starlette"}
+    print(sorted(heavy & {name.split(".")[0] for name in sys.modules}))
+    return 0
+workers.run_workers = report
+from pacs.cli.main import main
+raise SystemExit(main(["serve", "--workers", "2", "--port", "0", "--http-port", "0",
+                       "--storage", sys.argv[1], "--database", "sqlite:///" + sys.argv[1] + "/i"]))
+"""
+
+
+# cli/workers.py: the supervisor only accepts and hands connections over, so it loads none of
+# the libraries the workers serve with (a worker's RSS, not a third server's).
+def test_supervisor_loads_none_of_the_serving_libraries(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", _SUPERVISOR_IMPORTS, str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

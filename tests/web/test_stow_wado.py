@@ -4,6 +4,7 @@ SQLite and PostgreSQL: what is stored over HTTP is found by C-FIND and read back
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from pacs.services import store as store_service
 from tests.conftest import BACKENDS
 from tests.factory import make_dataset
 from tests.integration.find_support import find, query
@@ -66,6 +68,25 @@ def test_store_then_find_and_retrieve(faces: Faces) -> None:
                                    datasets[1].SOPInstanceUID)
     assert one.SOPInstanceUID == datasets[1].SOPInstanceUID
     assert len(client.retrieve_study(datasets[0].StudyInstanceUID)) == 3
+
+
+# PS3.18 10.5: a part is hashed and its header kept as it arrives, so storing it reads nothing
+# back; the index's SHA-256 is the stored file's, the preamble dicomweb-client leaves out too.
+def test_stored_part_is_hashed_as_it_arrives(faces: Faces,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    read_back: list[object] = []
+    original = store_service.sync_and_hash
+    monkeypatch.setattr(store_service, "sync_and_hash",
+                        lambda handle: read_back.append(handle) or original(handle))
+    datasets = study(2, label="HASHED")
+    faces.client().store_instances(datasets)
+    for dataset in datasets:
+        record = faces.services.index.get_instance(dataset.SOPInstanceUID)
+        assert record is not None
+        content = faces.services.archive.absolute(record.file_path).read_bytes()
+        assert content[128:132] == b"DICM"
+        assert record.file_sha256 == hashlib.sha256(content).hexdigest()
+    assert read_back == []
 
 
 # PS3.18 10.5.3: some parts failing is 202; a part that is not DICOM fails alone (0xC000).

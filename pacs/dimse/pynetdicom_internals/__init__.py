@@ -4,7 +4,8 @@ Room: dimse/. Imports pynetdicom, its private names included (this package is wh
 appear), the standard library and its own modules: `connection` (transport, DUL, state
 machine, logging), `messages` (DIMSE, reactor parking, servers), `reactors` (the
 event-driven DUL loop and association reactor), `receiving` and `sending` (the receive and
-send fast paths). The rest of dimse/ calls the functions exported here instead of touching
+send fast paths), `store_responses` (our C-STORE sub-operations' responses), `uids` (UID
+checks remembered). The rest of dimse/ calls the functions exported here instead of touching
 pynetdicom's private attributes. Written for, and checked at import against, one pynetdicom
 version (`PINNED_VERSION`, pinned in setup.cfg), before anything is subclassed;
 tests/test_pynetdicom_internals.py fails when a name used here moves.
@@ -32,6 +33,9 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (PS3.8 AA-8) and leave no partial file; a response the C-MOVE/C-GET handler has already
   sent itself can be dropped (see dimse/retrieve.py).
 - Reactor parking for our own C-STORE sub-operations (see dimse/destination.py).
+- A C-STORE request on an association we accepted is served by pynetdicom's Storage service
+  class in the DUL thread that completed it, when the reactor is idle (`DimseQueue`): no
+  hand-off to the reactor thread and back for each store.
 - Receiving (`receiving`): a C-STORE request's data set fragments go from one reused buffer
   straight into its file, hashed as they arrive (the store pipeline takes that hash instead
   of reading the file back); every other PDU, and TLS, is pynetdicom's.
@@ -41,8 +45,13 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Association set-up (`reactors`, `messages`): the DUL thread starts from the accepting thread
   (it reads the A-ASSOCIATE-RQ while the association's thread starts); negotiation looks only
   at our contexts of the requested abstract syntaxes; the A-ASSOCIATE-AC and A-RELEASE-RP go
-  out from the thread that decided them, under the DUL's per-round lock; UIDs found
-  conformant are not validated again (`set_uid`, remembered).
+  out from the thread that decided them, under the DUL's per-round lock.
+- UID checks (`uids`): pynetdicom's `set_uid` and `validate_uid` and pydicom's
+  `UID.is_valid` remember the UIDs they checked (three regular expressions per UID, every
+  time, were a quarter of a C-GET's CPU: getscu proposes some 120 SOP classes).
+- C-STORE responses to our own sub-operations (`store_responses`): a plain C-STORE-RSP is
+  decoded from its few bytes instead of through a pydicom Dataset and a validated primitive
+  (a third of a C-MOVE's CPU); anything else goes pynetdicom's way.
 - Sending (`sending`): C-STORE sub-operations, C-MOVE/C-GET responses and C-FIND Pending
   responses go straight to the socket (PDU headers built per fragment, payload as
   memoryview slices to sendmsg) under a per-association send lock that pynetdicom's own
@@ -60,12 +69,20 @@ from typing import Any
 
 import pynetdicom
 from pynetdicom import AE, _config
+from pynetdicom import ae as _ae_module
 from pynetdicom import association as _association_module
 from pynetdicom import dimse_messages as _dimse_messages_module
+from pynetdicom import dimse_primitives as _dimse_primitives_module
 from pynetdicom import fsm as _fsm_module
+from pynetdicom import pdu_items as _pdu_items_module
+from pynetdicom import pdu_primitives as _pdu_primitives_module
+from pynetdicom import presentation as _presentation_module
+from pynetdicom import utils as _utils_module
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 PINNED_VERSION = "3.0.4"
@@ -82,8 +99,12 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "StateMachine": ("do_action", "current_state", "dul"),
     "DIMSEServiceProvider": ("receive_primitive", "send_msg", "get_msg", "message", "msg_queue",
                              "dul", "maximum_pdu_size", "cancel_req"),
-    "DIMSEMessage": ("context_id", "_data_set_file"),
-    "C_STORE": ("_dataset_path", "msg_type", "is_valid_request", "is_valid_response"),
+    "DIMSEMessage": ("context_id", "_data_set_file", "_data_set_path", "data_set",
+                     "command_set"),
+    "C_STORE_RQ": ("message_to_primitive",),
+    "C_STORE": ("_dataset_path", "_dataset_file", "_context_id", "_affected_sop_class_uid",
+                "msg_type", "is_valid_request", "is_valid_response", "DataSet", "MessageID",
+                "Priority", "AffectedSOPInstanceUID", "AffectedSOPClassUID"),
     "AssociationSocket": ("recv", "send", "ready", "close", "socket", "assoc", "_is_connected"),
     "ThreadedAssociationServer": ("get_request", "ssl_context", "shutdown_request",
                                   "service_actions"),
@@ -95,19 +116,20 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
                     "_accepted_cx", "ae", "_started_dul"),
     "ACSE": ("is_release_requested", "is_aborted", "send_release"),
     "ServiceUser": ("ae_title", "address_info", "primitive"),
-    "ServiceUser class": ("accepted_common_extended",),  # a property the acceptor's alone has
+    "ServiceUser class": ("accepted_common_extended",),
+    "StorageServiceClass": ("SCP",),
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
     "fsm module": ("ACTIONS", "DT_1"),
-    "dimse_messages module": ("create_file_meta", "write_file_meta_info"),
-    # UID validation, remembered (reactors.remembered_set_uid): set_uid as each module has it.
-    "acse module": ("negotiate_as_acceptor",),
-    "utils module": ("set_uid",),
-    "pdu_primitives module": ("set_uid",),
-    "dimse_primitives module": ("set_uid",),
-    "pdu_items module": ("set_uid",),
-    "presentation module": ("set_uid",),
+    "dimse_messages module": ("create_file_meta", "write_file_meta_info", "NamedTemporaryFile"),
+    "P_DATA": ("presentation_data_value_list",),
+    "utils module": ("set_uid", "validate_uid"),
     "ae module": ("set_uid",),
+    "dimse_primitives module": ("set_uid",),
+    "pdu_items module": ("set_uid", "validate_uid"),
+    "pdu_primitives module": ("set_uid", "validate_uid"),
+    "presentation module": ("set_uid", "validate_uid"),
+    "acse module": ("negotiate_as_acceptor",),  # negotiation over our requested contexts
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
@@ -126,15 +148,18 @@ def _probes() -> dict[str, Any]:
         "association module": _association_module, "DULServiceProvider": association.dul,
         "StateMachine": association.dul.state_machine, "DIMSEServiceProvider": association.dimse,
         "DIMSEMessage": DIMSEMessage(), "C_STORE": C_STORE(), "AssociationSocket": socket,
-        "Association": association, "ServiceUser": association.requestor,
-        "ServiceUser class": type(association.requestor), "AE": association.ae,
-        "ACSE": association.acse,
+        "Association": association, "ServiceUser": association.requestor, "AE": association.ae,
+        "ACSE": association.acse, "ServiceUser class": type(association.requestor),
+        "StorageServiceClass": StorageServiceClass,
+        "C_STORE_RQ": _dimse_messages_module.C_STORE_RQ,
         "Timer": association.dul.artim_timer, "RequestHandler": RequestHandler,
         "ThreadedAssociationServer": ThreadedAssociationServer, "fsm module": _fsm_module,
-        "dimse_messages module": _dimse_messages_module,
-        **{f"{name} module": importlib.import_module(f"pynetdicom.{name}") for name in
-           ("acse", "utils", "pdu_primitives", "dimse_primitives", "pdu_items", "presentation",
-            "ae")},
+        "dimse_messages module": _dimse_messages_module, "utils module": _utils_module,
+        "P_DATA": P_DATA(),
+        "ae module": _ae_module, "dimse_primitives module": _dimse_primitives_module,
+        "pdu_items module": _pdu_items_module, "pdu_primitives module": _pdu_primitives_module,
+        "presentation module": _presentation_module,
+        "acse module": importlib.import_module("pynetdicom.acse"),
     }
 
 
@@ -191,12 +216,16 @@ from pacs.dimse.pynetdicom_internals.reactors import (  # noqa: E402
 )
 from pacs.dimse.pynetdicom_internals.receiving import install_receiving_hooks  # noqa: E402
 from pacs.dimse.pynetdicom_internals.sending import (  # noqa: E402
+    DATA_SET_PRESENT,
+    NO_DATA_SET,
     FindResponses,
     encode_command,
     install_sending_hooks,
     send_message,
     send_primitive,
 )
+from pacs.dimse.pynetdicom_internals.store_responses import expect_store_responses  # noqa: E402
+from pacs.dimse.pynetdicom_internals.uids import install_uid_hooks  # noqa: E402
 
 __all__ = [
     "PDU_LENGTH_LIMIT", "PINNED_VERSION", "DeferredHandshakeServer",
@@ -205,6 +234,7 @@ __all__ = [
     "park_reactor", "raw_socket", "received_digest", "register_server", "unpark_reactor",
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
+    "DATA_SET_PRESENT", "NO_DATA_SET", "expect_store_responses",
     "DirectEvent", "is_direct", "serve_directly", "start_reading_early",
 ]
 
@@ -220,4 +250,4 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
              "_config.LOG_RESPONSE_IDENTIFIERS", "_config.LOG_REQUEST_IDENTIFIERS",
              *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks(),
-             *install_sending_hooks(), *install_receiving_hooks())
+             *install_sending_hooks(), *install_receiving_hooks(), *install_uid_hooks())

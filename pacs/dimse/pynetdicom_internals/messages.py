@@ -2,7 +2,8 @@
 the rest of dimse/ needs them (see the package docstring for what and why).
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
-standard library, pynetdicom_internals.connection, .reactors and .sending; nothing else of ours.
+standard library, pynetdicom_internals.connection, .reactors, .sending and .serving; nothing
+else of ours.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pynetdicom import acse as _acse_module
 from pynetdicom import association as _association_module
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
-from pacs.dimse.pynetdicom_internals.reactors import WakingQueue, doorbell, ring_doorbell
+from pacs.dimse.pynetdicom_internals.reactors import ring_doorbell
 from pacs.dimse.pynetdicom_internals.sending import primitive_command, send_message
+from pacs.dimse.pynetdicom_internals.serving import DimseQueue, install_serving_hooks
 
 
 def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
@@ -41,20 +44,48 @@ def _misplaced_fragment(message: Any, primitive: Any) -> str | None:
     return None
 
 
+def _message_parts(primitive: Any) -> list[Any]:
+    """The P-DATA cut after each last fragment, so each part holds at most one message's end.
+
+    pynetdicom stops reading a P-DATA at the fragment that completes a message and drops what
+    follows (PS3.8 9.3.5 lets one PDU carry the end of a message and the start of the next);
+    fed part by part, it reads everything.
+    """
+    values = primitive.presentation_data_value_list
+    if len(values) < 2:
+        return [primitive]
+    parts: list[list[Any]] = [[]]
+    for value in values:
+        if not parts[-1] or parts[-1][-1][1][0] & 0x02 == 0:
+            parts[-1].append(value)
+        else:
+            parts.append([value])
+    if len(parts) == 1:
+        return [primitive]
+    cut = []
+    for part in parts:
+        piece = P_DATA()
+        piece.presentation_data_value_list = [[context, bytes(value)] for context, value in part]
+        cut.append(piece)
+    return cut
+
+
 class HardenedDIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider; malformed messages abort the association (PS3.8 AA-8)."""
 
     def __init__(self, assoc: Any):
         super().__init__(assoc)
         self._drop: tuple[type, int] | None = None
-        self.msg_queue = WakingQueue(doorbell(assoc).set)  # a complete message wakes the reactor
+        self.serving_request = False  # the reactor took a request and has not asked again
+        self.msg_queue = DimseQueue(self)  # a complete message wakes the reactor
 
     def receive_primitive(self, primitive: Any) -> None:
         """Add a P-DATA to the message in progress; abort on a malformed one."""
         try:
             problem = _misplaced_fragment(self.message, primitive)
             if problem is None:
-                super().receive_primitive(primitive)
+                for part in _message_parts(primitive):
+                    super().receive_primitive(part)
                 return
         except Exception as exc:  # noqa: BLE001 - pynetdicom raises many kinds while decoding
             problem = exception_text(exc)
@@ -63,7 +94,9 @@ class HardenedDIMSE(DIMSEServiceProvider):
     def get_msg(self, block: bool = False) -> Any:
         """The next decoded message; one that is neither a valid request nor a valid response
         (a required command element missing) aborts the association."""
+        self.serving_request = False  # asked again: what it took before has been served
         context_id, message = super().get_msg(block)
+        self.serving_request = message is not None
         if message is not None and not (message.is_valid_request
                                         or message.is_valid_response):
             path = getattr(message, "_dataset_path", None)
@@ -171,7 +204,6 @@ def park_reactor(assoc: Any, timeout: float = 5.0) -> bool:
     timeout."""
     checkpoint: threading.Event = assoc._reactor_checkpoint
     checkpoint.clear()
-    ring_doorbell(assoc)  # a reactor asleep between rounds goes to its checkpoint
     deadline = time.monotonic() + timeout
     seen_paused_at: float | None = None
     while time.monotonic() < deadline:
@@ -180,6 +212,10 @@ def park_reactor(assoc: Any, timeout: float = 5.0) -> bool:
         waiting = _has_waiter(checkpoint)
         if waiting:
             return True
+        # A reactor asleep between rounds goes to its checkpoint. Rung again each turn: one
+        # just let through its checkpoint clears the doorbell before its round (an unparked
+        # idle destination association, taken over by the next C-MOVE at once).
+        ring_doorbell(assoc)
         if waiting is None:
             # Fallback without the waiter list: paused, and still paused a while later.
             if assoc._is_paused:
@@ -242,4 +278,5 @@ def install_message_hooks() -> tuple[str, ...]:
     """Put the DIMSE hook in place; what it replaces, for the record."""
     _association_module.DIMSEServiceProvider = HardenedDIMSE  # type: ignore[misc]
     _acse_module.negotiate_as_acceptor = _negotiate_requested  # type: ignore[attr-defined]
-    return ("association.DIMSEServiceProvider", "acse.negotiate_as_acceptor")
+    return ("association.DIMSEServiceProvider", "acse.negotiate_as_acceptor",
+            *install_serving_hooks())

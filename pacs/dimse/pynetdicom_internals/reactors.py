@@ -28,14 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pydicom.uid import UID
-from pynetdicom import ae as _ae_module
-from pynetdicom import dimse_primitives as _dimse_primitives
 from pynetdicom import evt
-from pynetdicom import pdu_items as _pdu_items
-from pynetdicom import pdu_primitives as _pdu_primitives
-from pynetdicom import presentation as _presentation
-from pynetdicom import utils as _utils
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
@@ -385,39 +378,10 @@ def start_reading_early(assoc: Any) -> None:
         assoc.dul.start()
         assoc._started_dul = True
 
-# Modules that validate UIDs with `utils.set_uid` (imported by name into each).
-UID_SETTERS = (_pdu_primitives, _dimse_primitives, _pdu_items, _presentation, _ae_module)
-_pynetdicom_set_uid = _utils.set_uid
-_CONFORMANT: dict[str, UID] = {}  # UIDs already validated, as set_uid returned them
-_MOST_REMEMBERED = 4096  # SOP Instance UIDs pass here once each: forget them now and then
-
-
-def remembered_set_uid(value: Any, name: str, allow_empty: bool = True,
-                       allow_none: bool = True, validate: bool = True) -> UID | None:
-    """utils.set_uid, remembering the UIDs it found conformant. pynetdicom validates every
-    UID of every association and message with two regular expressions (~10 us each): the
-    implementation class UID, each abstract and transfer syntax, each command's SOP class.
-    A UID found conformant is so whatever the parameter; anything else (bytes, empty,
-    non-conformant: a warning or an error each time) goes to set_uid as before."""
-    if type(value) is str or type(value) is UID:
-        found = _CONFORMANT.get(value)
-        if found is not None:
-            return found
-    result = _pynetdicom_set_uid(value, name, allow_empty, allow_none, validate)
-    if validate and result and (type(value) is str or type(value) is UID) and result.is_valid:
-        if len(_CONFORMANT) >= _MOST_REMEMBERED:
-            _CONFORMANT.clear()
-        _CONFORMANT[str(value)] = result
-    return result
-
-
 def install_reactor_hooks() -> tuple[str, ...]:
     """Put the event-driven association reactor in place; what it replaces, for the record.
     (The DUL is replaced through the class HardenedDUL derives from.)"""
     Association._run_reactor = run_association_reactor  # type: ignore[method-assign]
     Association.kill = _kill_and_ring  # type: ignore[method-assign]
     Association._serve_request = _serve_request_then_ring  # type: ignore[method-assign]
-    for module in UID_SETTERS:
-        module.set_uid = remembered_set_uid  # type: ignore[attr-defined]
-    return ("Association._run_reactor", "Association.kill", "Association._serve_request",
-            *(f"{module.__name__}.set_uid" for module in UID_SETTERS))
+    return ("Association._run_reactor", "Association.kill", "Association._serve_request")

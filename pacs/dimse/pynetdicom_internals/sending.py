@@ -32,6 +32,7 @@ concurrent SSLSocket send/recv are documented); on TLS every write stays in the 
 
 from __future__ import annotations
 
+import os
 import ssl
 import struct
 import threading
@@ -236,12 +237,25 @@ def pdu_parts(context_id: int, command: bytes, data: bytes | memoryview | None,
     return parts
 
 
+def _send_parts(sock: Any, views: list[memoryview]) -> int:
+    """Send what the socket takes now with one writev (its descriptor is non-blocking under a
+    timeout); only when it takes nothing, sendmsg, which first polls until it can, within
+    the timeout. (Python polls before every send on a socket with a timeout: two system calls
+    where the buffer has room, which it nearly always has for a response.)"""
+    if sock.gettimeout():
+        try:
+            return os.writev(sock.fileno(), views)
+        except (BlockingIOError, InterruptedError):
+            pass
+    return int(sock.sendmsg(views))
+
+
 def _write_all(sock: Any, parts: Sequence[bytes | memoryview]) -> None:
-    """Write every part with sendmsg, resuming after partial sends (slices, not copies)."""
+    """Write every part, resuming after partial sends (slices, not copies)."""
     views = [memoryview(part) for part in parts]
     index = 0
     while index < len(views):
-        sent = sock.sendmsg(views[index:index + _PARTS_PER_CALL])
+        sent = _send_parts(sock, views[index:index + _PARTS_PER_CALL])
         while sent and index < len(views):
             length = len(views[index])
             if sent >= length:
