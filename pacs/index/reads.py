@@ -26,7 +26,7 @@ _RECORD_FIELDS = (
     Patient.patient_id,
 )  # the order of InstanceRecord's fields
 # (database, number of values per key list) -> the retrieve SELECT; a bounded number of shapes.
-_RETRIEVE_SQL: dict[tuple[int, tuple[int, ...]], str] = {}
+_RETRIEVE_SQL: dict[tuple[str, tuple[int, ...]], str] = {}
 _RETRIEVE_SHAPES = 256
 
 
@@ -78,13 +78,16 @@ class IndexReads:
             # The SQL of one shape of request (how many values in each list) is built once:
             # peewee's query building was most of a C-MOVE's index time.
             shape = tuple(len(values) for values in keys)
-            sql = _RETRIEVE_SQL.get((id(self.database), shape))
+            # Keyed by the kind of database (its SQL dialect), not by id(): a database object
+            # freed (a test's PostgreSQL index) can leave its id to a SQLite one.
+            key = (type(self.database).__name__, shape)
+            sql = _RETRIEVE_SQL.get(key)
             if sql is None:
                 sql, built = self._retrieve_query(*keys).sql()
                 if list(built) != parameters:  # not the layout assumed: no shortcut
                     return [self._record(row) for row in self._retrieve_query(*keys)]
                 if len(_RETRIEVE_SQL) < _RETRIEVE_SHAPES:
-                    _RETRIEVE_SQL[(id(self.database), shape)] = sql
+                    _RETRIEVE_SQL[key] = sql
             cursor = self.database.execute_sql(sql, parameters)
             return [InstanceRecord(*row) for row in cursor.fetchall()]
         except peewee.PeeweeException as exc:
