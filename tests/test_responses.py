@@ -7,7 +7,7 @@ from io import BytesIO
 
 import pydicom.config
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -80,6 +80,8 @@ def pydicom_response(row: dict[str, str]) -> Dataset:
 # transfer syntax (an element pydicom cannot encode fails the same way: no bytes).
 @settings(max_examples=150, deadline=None)
 @given(st.fixed_dictionaries({keyword: _texts for keyword in KEYS}))
+@example({**dict.fromkeys(KEYS, ""), "StudyInstanceUID": "\r"})  # pydicom strips around UIDs
+@example({**dict.fromkeys(KEYS, ""), "StudyInstanceUID": "1.2\\ 3"})
 def test_response_bytes_are_pydicom_encoding_of_the_values(row: dict[str, str]) -> None:
     expected = pydicom_response(row)
     for implicit, little in SYNTAXES:

@@ -14,6 +14,7 @@ written in the default repertoire, number strings it cannot read) take pydicom's
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,6 +76,9 @@ def _raw(tag: BaseTag, vr: str, data: bytes) -> RawDataElement:
     return RawDataElement(tag, vr, len(data), data, 0, False, True)
 
 
+_HAS_SPACE = re.compile(r"\s")
+
+
 def _mode(vr: str) -> int:
     if vr in _DEFAULT_REPERTOIRE:
         return _LATIN
@@ -113,7 +117,8 @@ def encode_text(tag: int, vr: str, text: str) -> RawDataElement | DataElement:
     mode = _mode(vr)
     if mode == _TEXT:
         return _raw(tag, vr, text.encode("utf-8"))
-    if mode == _LATIN and text.isascii():
+    # pydicom strips the whitespace around each UID value: such a text is left to it.
+    if mode == _LATIN and text.isascii() and not (vr == "UI" and _HAS_SPACE.search(text)):
         return _raw(tag, vr, text.encode("ascii"))
     if mode == _NUMBER and text.isascii():
         if not _readable_number(vr, text):
