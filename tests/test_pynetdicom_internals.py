@@ -21,11 +21,13 @@ from pynetdicom.transport import AssociationServer, AssociationSocket
 
 import pacs.dimse.pynetdicom_internals as internals
 from pacs.dimse.pynetdicom_internals import (
+    commands,
     connection,
     messages,
     reactors,
     receiving,
     sending,
+    servers,
     uids,
 )
 
@@ -84,7 +86,7 @@ def test_identifiers_are_not_walked_for_log_lines() -> None:
 
 # The accept loop does not stop every association for a full garbage collection.
 def test_accept_loop_forces_no_garbage_collection() -> None:
-    assert AssociationServer.service_actions is connection._no_forced_collection
+    assert AssociationServer.service_actions is servers._no_forced_collection
 
 
 def test_no_other_module_reaches_for_pynetdicom_internals() -> None:
@@ -199,7 +201,7 @@ def test_find_response_commands_from_the_template_are_encoded_whole(status: int,
                                                                       has_data: bool) -> None:
     sop_class = "1.2.840.10008.5.1.4.1.2.2.1"
     for message_id in (1, 0x1234, 0xFFFF):
-        whole = sending.encode_command({
+        whole = commands.encode_command({
             "AffectedSOPClassUID": sop_class, "CommandField": 0x8020,
             "CommandDataSetType": 0x0001 if has_data else 0x0101,
             "MessageIDBeingRespondedTo": message_id, "Status": status})

@@ -14,7 +14,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pynetdicom.dsutils import decode, encode
 
-from pacs.dimse.pynetdicom_internals.sending import encode_raw_dataset
+from pacs.dimse.pynetdicom_internals.commands import encode_raw_dataset
 from pacs.model.identifier import parse_request
 from pacs.model.levels import STUDY_ROOT
 from pacs.model.responses import ResponseBuilder, build_response

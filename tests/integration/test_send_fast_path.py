@@ -37,7 +37,8 @@ from pynetdicom.presentation import build_context
 from pacs.archive.encoding import read_layout
 from pacs.config import RemoteAE
 from pacs.dimse.pynetdicom_internals import sending
-from pacs.dimse.pynetdicom_internals.sending import encode_command, pdu_parts
+from pacs.dimse.pynetdicom_internals.commands import encode_command
+from pacs.dimse.pynetdicom_internals.sending import pdu_parts
 from pacs.dimse.server import RunningServer
 from pacs.model.levels import STUDY_ROOT_FIND, STUDY_ROOT_GET
 from pacs.services.context import Services

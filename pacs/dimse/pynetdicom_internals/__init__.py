@@ -1,14 +1,17 @@
 """Every pynetdicom internal that minipacs replaces or tunes, named in this one package.
 
 Room: dimse/. Imports pynetdicom, its private names included (this package is where they may
-appear), the standard library and its own modules: `connection` (transport, DUL, state
-machine, logging), `messages` (DIMSE, reactor parking, servers), `reactors` (the
-event-driven DUL loop and association reactor), `receiving` and `sending` (the receive and
-send fast paths), `store_responses` (our C-STORE sub-operations' responses), `uids` (UID
-checks remembered). The rest of dimse/ calls the functions exported here instead of touching
-pynetdicom's private attributes. Written for, and checked at import against, one pynetdicom
-version (`PINNED_VERSION`, pinned in setup.cfg), before anything is subclassed;
-tests/test_pynetdicom_internals.py fails when a name used here moves.
+appear), the standard library and its own modules: `connection` (transport, DUL, state machine,
+logging), `messages` (DIMSE, reactor parking, servers), `commands` (command sets and raw data
+sets as the fast paths write them), `reactors` (the event-driven DUL loop and association
+reactor), `receiving` and `sending` (the receive and send fast paths), `servers` (the accepting
+servers: TLS handshake, accept loop), `serving` (C-STORE requests served in the DUL thread),
+`direct` (C-FIND served without pynetdicom's service class), `store_responses` (our C-STORE
+sub-operations' responses), `uids` (UID checks remembered). The rest of dimse/ calls the
+functions exported here instead of touching pynetdicom's private attributes. Written for, and
+checked at import against, one pynetdicom version (`PINNED_VERSION`, pinned in setup.cfg),
+before anything is subclassed; tests/test_pynetdicom_internals.py fails when a name used here
+moves.
 
 What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
 - Configuration: received data sets stream to files (`_config`), and no per-PDU logging.
@@ -182,9 +185,13 @@ if _problems := check_pynetdicom():
     raise ImportError("pacs.dimse needs another pynetdicom: " + "; ".join(_problems))
 
 # Imported only once the check has passed: they subclass what it checked.
+from pacs.dimse.pynetdicom_internals.commands import (  # noqa: E402
+    DATA_SET_PRESENT,
+    NO_DATA_SET,
+    encode_command,
+)
 from pacs.dimse.pynetdicom_internals.connection import (  # noqa: E402
     PDU_LENGTH_LIMIT,
-    DeferredHandshakeServer,
     awaiting_request,
     close_transport,
     describe,
@@ -216,13 +223,14 @@ from pacs.dimse.pynetdicom_internals.reactors import (  # noqa: E402
 )
 from pacs.dimse.pynetdicom_internals.receiving import install_receiving_hooks  # noqa: E402
 from pacs.dimse.pynetdicom_internals.sending import (  # noqa: E402
-    DATA_SET_PRESENT,
-    NO_DATA_SET,
     FindResponses,
-    encode_command,
     install_sending_hooks,
     send_message,
     send_primitive,
+)
+from pacs.dimse.pynetdicom_internals.servers import (  # noqa: E402
+    DeferredHandshakeServer,
+    install_server_hooks,
 )
 from pacs.dimse.pynetdicom_internals.store_responses import expect_store_responses  # noqa: E402
 from pacs.dimse.pynetdicom_internals.uids import install_uid_hooks  # noqa: E402
@@ -249,5 +257,6 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 _config.LOG_REQUEST_IDENTIFIERS = False
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
              "_config.LOG_RESPONSE_IDENTIFIERS", "_config.LOG_REQUEST_IDENTIFIERS",
-             *install_connection_hooks(), *install_message_hooks(), *install_reactor_hooks(),
+             *install_connection_hooks(), *install_server_hooks(), *install_message_hooks(),
+             *install_reactor_hooks(),
              *install_sending_hooks(), *install_receiving_hooks(), *install_uid_hooks())

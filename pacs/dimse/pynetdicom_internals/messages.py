@@ -2,8 +2,8 @@
 the rest of dimse/ needs them (see the package docstring for what and why).
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), the
-standard library, pynetdicom_internals.connection, .reactors, .sending and .serving; nothing
-else of ours.
+standard library, pynetdicom_internals.commands, .connection, .reactors, .sending and
+.serving; nothing else of ours.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from pacs.dimse.pynetdicom_internals.commands import primitive_command
 from pacs.dimse.pynetdicom_internals.connection import exception_text, note_problem
 from pacs.dimse.pynetdicom_internals.reactors import ring_doorbell
-from pacs.dimse.pynetdicom_internals.sending import primitive_command, send_message
+from pacs.dimse.pynetdicom_internals.sending import send_message
 from pacs.dimse.pynetdicom_internals.serving import DimseQueue, install_serving_hooks
 
 
