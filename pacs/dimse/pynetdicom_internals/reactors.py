@@ -378,6 +378,7 @@ def start_reading_early(assoc: Any) -> None:
         assoc.dul.start()
         assoc._started_dul = True
 
+
 def install_reactor_hooks() -> tuple[str, ...]:
     """Put the event-driven association reactor in place; what it replaces, for the record.
     (The DUL is replaced through the class HardenedDUL derives from.)"""
