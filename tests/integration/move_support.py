@@ -21,6 +21,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, build_role, 
 from pynetdicom.pdu_primitives import A_RELEASE
 
 from pacs.archive.encoding import read_layout
+from pacs.config import RemoteAE
 from pacs.dimse.server import RunningServer
 from pacs.index.records import InstanceRecord
 from pacs.model.levels import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
@@ -419,3 +420,9 @@ def get(server: RunningServer, query: Dataset, contexts: dict[str, tuple[str, ..
     finally:
         association.release()
     return responses, received
+
+
+def moving_to(server_factory: Callable[..., RunningServer], port: int,
+              **settings: Any) -> RunningServer:
+    """A server whose one C-MOVE destination, DEST, listens on `port` of this host."""
+    return server_factory(remotes=(RemoteAE("DEST", "127.0.0.1", port),), **settings)

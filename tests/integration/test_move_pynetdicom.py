@@ -36,6 +36,7 @@ from tests.integration.move_support import (
     identifier,
     ingest,
     move,
+    moving_to,
     populate,
     stored_data_set,
 )
@@ -55,9 +56,6 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     yield from fixture_storescp(tmp_path)
 
 
-def _to(server_factory: Factory, port: int, **settings: Any) -> RunningServer:
-    return server_factory(remotes=(RemoteAE("DEST", "127.0.0.1", port),), **settings)
-
 
 # PS3.4 C.4.2.3.1: a Pending response after each sub-operation with the four counts, then
 # Success with the totals and no remaining count.
@@ -65,7 +63,7 @@ def test_move_pending_responses_count_every_sub_operation(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     responses = move(server, STUDY_S1)
     assert [(r.status, r.remaining, r.completed, r.failed, r.warning) for r in responses] == [
@@ -83,7 +81,7 @@ def test_move_stores_carry_move_originator(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     move(server, STUDY_S1, calling_ae="VIEWER1")
     assert {(r.move_originator_ae, r.move_originator_id) for r in destination.received} == {
@@ -95,7 +93,7 @@ def test_move_unknown_destination_is_a801(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     [final] = move(server, STUDY_S1, destination="ELSEWHERE")
     assert final.status == 0xA801
@@ -108,7 +106,7 @@ def test_move_zero_matches_is_success_with_zero_sub_operations(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     [final] = move(server, identifier("STUDY", StudyInstanceUID="1.2.3.4.5"))
     assert (final.status, final.completed, final.failed, final.warning) == (0x0000, 0, 0, 0)
@@ -121,7 +119,7 @@ def test_move_file_deleted_behind_the_index_is_b000_with_its_uid(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     missing = LAYOUT.images_se1[1]
     record = server.services.index.get_instance(missing)
@@ -159,7 +157,7 @@ def test_move_destination_aborting_mid_transfer_fails_the_rest(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(abort_after=2)
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     uids = populate(server.services, tmp_path / "in")
     responses = move(server, STUDY_S1)
     check_counts(responses, 5)
@@ -176,7 +174,7 @@ def test_move_cancel_stops_between_sub_operations_with_fe00(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(delay=0.05)
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     datasets = [make_dataset(patient_id="PC", study="SC", instance=i) for i in range(1, 21)]
     ingest(server.services, datasets, tmp_path / "in")
     query = identifier("STUDY", StudyInstanceUID=datasets[0].StudyInstanceUID)
@@ -196,7 +194,7 @@ def test_move_compressed_instance_to_explicit_only_destination_is_decompressed_w
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(transfer_syntaxes=(ExplicitVRLittleEndian,))
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     original = make_dataset(patient_id="PZ", study="SZ", BitsStored=16, HighBit=15)
     compressed = make_dataset(patient_id="PZ", study="SZ", BitsStored=16, HighBit=15)
     compressed.compress(RLELossless, generate_instance_uid=False)
@@ -218,7 +216,7 @@ def test_move_unconvertible_instance_is_a_failed_sub_operation(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(transfer_syntaxes=(ExplicitVRLittleEndian,))
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     good = make_dataset(patient_id="PB", study="SB", instance=1)
     broken = make_dataset(patient_id="PB", study="SB", instance=2, transfer_syntax=JPEG2000Lossless)
     broken.PixelData = encapsulate([b"\x00" * 64])
@@ -235,7 +233,7 @@ def test_move_more_than_128_contexts_uses_several_associations(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts][:70]
     datasets = [
         make_dataset(patient_id="PM", study="SM", series=f"SE{n}", instance=k, sop_class=cls,
@@ -259,7 +257,7 @@ def test_move_leaves_no_stray_response_on_the_association(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     after: list[Any] = []
 
@@ -285,7 +283,7 @@ def test_move_identifier_error_is_a900_with_offending_element(
     receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port, strict_hierarchy=True)
+    server = moving_to(server_factory, destination.port, strict_hierarchy=True)
     [final] = move(server, query, model=model)
     assert (final.status, final.offending) == (0xA900, [offending])
     assert final.comment
@@ -297,7 +295,7 @@ def test_move_by_a_caller_not_allowed_to_move_is_0124(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port,
+    server = moving_to(server_factory, destination.port,
                  peers=(Peer("MOVESCU", None, frozenset({"echo", "find"})),))
     populate(server.services, tmp_path / "in")
     [final] = move(server, STUDY_S1)
@@ -328,7 +326,7 @@ def test_move_patient_root_patient_level_sends_the_patient(
 ) -> None:
     # PS3.4 C.6.1: PATIENT level exists in Patient Root only; Patient ID selects all studies.
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     responses = move(server, identifier("PATIENT", PatientID="P1"), model=PATIENT_ROOT)
     check_counts(responses, 6)
@@ -342,7 +340,7 @@ def test_move_unexpected_error_in_one_sub_operation_fails_only_that_instance(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
     populate(server.services, tmp_path / "in")
     broken = LAYOUT.images_se1[2]
     real_read = sub_operations.read_instance
@@ -364,7 +362,7 @@ def test_move_unexpected_error_before_sub_operations_is_c000(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port)
+    server = moving_to(server_factory, destination.port)
 
     def broken(*args: Any) -> Any:
         raise ZeroDivisionError("unexpected")
@@ -390,7 +388,7 @@ def test_move_final_response_does_not_wait_for_the_destination_release(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(release_gate=threading.Event())
-    server = _to(server_factory, destination.port, acse_timeout=20)
+    server = moving_to(server_factory, destination.port, acse_timeout=20)
     populate(server.services, tmp_path / "in")
     seen_at_final: list[tuple[int, int]] = []
 
@@ -413,7 +411,7 @@ def test_move_destination_never_answering_release_is_aborted_after_the_acse_time
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(release_gate=threading.Event())
-    server = _to(server_factory, destination.port, acse_timeout=1)
+    server = moving_to(server_factory, destination.port, acse_timeout=1)
     populate(server.services, tmp_path / "in")
     assert move(server, STUDY_S1)[-1].status == 0x0000
     assert _wait_for(lambda: destination.connections_closed == 1)
@@ -427,7 +425,7 @@ def test_move_longer_than_the_network_timeout_leaves_the_association_usable(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver(delay=1.5)
-    server = _to(server_factory, destination.port, network_timeout=1)
+    server = moving_to(server_factory, destination.port, network_timeout=1)
     populate(server.services, tmp_path / "in")
     echoes: list[int] = []
     responses = move(server, identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2),

@@ -27,6 +27,7 @@ from tests.integration.move_support import (
     identifier,
     ingest,
     move,
+    moving_to,
     populate,
     stored_data_set,
 )
@@ -47,9 +48,6 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     yield from fixture_storescp(tmp_path)
 
 
-def _to(server_factory: Factory, port: int, **settings: Any) -> RunningServer:
-    return server_factory(remotes=(RemoteAE("DEST", "127.0.0.1", port),), **settings)
-
 
 def _wait_for(condition: Callable[[], bool], within: float = 15) -> bool:
     deadline = time.monotonic() + within
@@ -66,7 +64,7 @@ def test_consecutive_moves_to_one_destination_share_its_association(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port, association_close_delay=30)
+    server = moving_to(server_factory, destination.port, association_close_delay=30)
     populate(server.services, tmp_path / "in")
     assert _final(move(server, STUDY_S1)) == (0x0000, 5, 0)
     assert _final(move(server, STUDY_S1, calling_ae="OTHERSCU")) == (0x0000, 5, 0)
@@ -81,7 +79,7 @@ def test_without_a_close_delay_each_move_has_its_own_association(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port, association_close_delay=0)
+    server = moving_to(server_factory, destination.port, association_close_delay=0)
     populate(server.services, tmp_path / "in")
     for _ in range(2):
         assert _final(move(server, STUDY_S1)) == (0x0000, 5, 0)
@@ -93,7 +91,7 @@ def test_an_idle_association_is_released_once_the_close_delay_has_passed(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port, association_close_delay=0.5)
+    server = moving_to(server_factory, destination.port, association_close_delay=0.5)
     populate(server.services, tmp_path / "in")
     assert _final(move(server, STUDY_S1)) == (0x0000, 5, 0)
     assert _wait_for(lambda: destination.released == 1)  # released, not aborted
@@ -107,7 +105,7 @@ def test_a_destination_ending_the_idle_association_gets_a_new_one(
     ending: str, server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port, association_close_delay=30)
+    server = moving_to(server_factory, destination.port, association_close_delay=30)
     populate(server.services, tmp_path / "in")
     assert _final(move(server, STUDY_S1)) == (0x0000, 5, 0)
     [association] = destination.ae.active_associations
@@ -123,7 +121,7 @@ def test_a_move_needing_other_contexts_opens_its_own_association(
     server_factory: Factory, receiver: Callable[..., Receiver], tmp_path: Path,
 ) -> None:
     destination = receiver()
-    server = _to(server_factory, destination.port, association_close_delay=30)
+    server = moving_to(server_factory, destination.port, association_close_delay=30)
     populate(server.services, tmp_path / "in")
     [mr] = ingest(server.services, [make_dataset(patient_id="P9", study="S9", modality="MR",
                                                  sop_class=MR_IMAGE_STORAGE)], tmp_path / "mr")
@@ -158,7 +156,7 @@ def test_movescu_moves_in_a_row_over_one_destination_association(
     server_factory: Factory, storescp: Callable[..., StoreSCP], tmp_path: Path,
 ) -> None:
     destination = storescp()
-    server = _to(server_factory, destination.port, association_close_delay=30)
+    server = moving_to(server_factory, destination.port, association_close_delay=30)
     populate(server.services, tmp_path / "in")
     host, port = server.address
     queries = []
