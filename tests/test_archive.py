@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,20 @@ def test_place_moves_file_and_reports_size_and_checksum(tmp_path: Path) -> None:
     assert archive.absolute("aa/bb/cc/dd.dcm").read_bytes() == b"x" * 1000
     assert stored.size == 1000
     assert stored.sha256 == archive.checksum("aa/bb/cc/dd.dcm")
+
+
+def test_place_remakes_a_folder_removed_since_an_earlier_store(tmp_path: Path) -> None:
+    # The archive remembers folders it made; one an operator removed must not lose a store.
+    archive = Archive(tmp_path / "root")
+    first = archive.new_temp_path()
+    first.write_bytes(b"1")
+    archive.place(first, "aa/bb/cc/first.dcm")
+    shutil.rmtree(archive.absolute("aa/bb"))
+    second = archive.new_temp_path()
+    second.write_bytes(b"22")
+    stored = archive.place(second, "aa/bb/cc/second.dcm")
+    assert archive.absolute("aa/bb/cc/second.dcm").read_bytes() == b"22"
+    assert stored.size == 2
 
 
 def test_place_copies_across_file_systems(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ TEMP_FOLDER = ".tmp"
 _CANONICAL = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}/[0-9a-f]{32}/[0-9a-f]{64}\.dcm\Z")
 SUFFIX = ".dcm"
 _CHUNK = 1 << 20
+_KNOWN_FOLDERS_LIMIT = 20_000  # series folders remembered (about 4 MB at most)
 
 
 class ArchiveError(OSError):
@@ -93,6 +94,10 @@ class Archive:
         self._root_text = str(self.root)
         self.temp_dir = self.root / TEMP_FOLDER
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self._temp_device = os.stat(self.temp_dir).st_dev
+        # Folders known to exist, so a store into a known series folder stats nothing; one
+        # removed behind our back is found by the rename failing, and made again.
+        self._known_folders: set[str] = set()
 
     # --- paths -----------------------------------------------------------------------------
 
@@ -106,14 +111,17 @@ class Archive:
 
     def absolute(self, relative_path: str) -> Path:
         """The absolute path of a relative archive path; refuses anything outside the root."""
+        return Path(self._absolute_text(relative_path))
+
+    def _absolute_text(self, relative_path: str) -> str:
         if _CANONICAL.match(relative_path):
             # The shape relative_path_for makes: hex names under the (resolved) root, no
             # '..', nothing to resolve; this runs several times per store.
-            return Path(f"{self._root_text}/{relative_path}")
+            return f"{self._root_text}/{relative_path}"
         candidate = (self.root / relative_path).resolve()
         if candidate == self.root or self.root not in candidate.parents:
             raise ArchiveError(f"path {relative_path!r} is outside the archive")
-        return candidate
+        return str(candidate)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class Archive:
 
     def can_rename(self, handle: BinaryIO) -> bool:
         """Whether this open file is on the archive's file system (placing it is a rename)."""
-        return os.fstat(handle.fileno()).st_dev == os.stat(self.temp_dir).st_dev
+        return os.fstat(handle.fileno()).st_dev == self._temp_device
 
     def place(self, source: Path, relative_path: str, *, content: Content | None = None,
               sync_folder: bool = True) -> StoredFile:
@@ -137,37 +145,57 @@ class Archive:
         spares the read-back of a file that is renamed. Without `sync_folder` the caller must
         `sync_folders` the placed paths (many at once) before relying on the new name.
         """
-        target = self.absolute(relative_path)
+        # Plain strings, not Path objects: this runs for every store.
+        target = self._absolute_text(relative_path)
+        folder = target.rpartition("/")[0]
         try:
-            self._make_parents(target.parent)
-            if os.stat(source).st_dev == os.stat(self.temp_dir).st_dev:
+            self._make_known_folder(folder)
+            if os.stat(source).st_dev == self._temp_device:
                 if content is None:
                     digest, size = self._sync_and_hash(source)
                 else:
                     digest, size = content.sha256, content.size
-                os.replace(source, target)
+                self._replace(source, target, folder)
             else:
                 staged = self.new_temp_path()
                 try:
                     digest, size = self._copy_sync_and_hash(source, staged)
-                    os.replace(staged, target)
+                    self._replace(staged, target, folder)
                 except BaseException:
                     staged.unlink(missing_ok=True)
                     raise
             if sync_folder:
-                _fsync_dir(target.parent)
+                _fsync_dir(folder)
         except OSError as exc:
             raise ArchiveError(f"cannot write {relative_path}: {exc.strerror or exc}") from exc
         return StoredFile(relative_path, size, digest)
 
     def sync_folders(self, relative_paths: Iterable[str]) -> None:
         """fsync, once each, the folders holding these archive files (renames made durable)."""
-        folders = {self.absolute(path).parent for path in relative_paths}
+        folders = {self._absolute_text(path).rpartition("/")[0] for path in relative_paths}
         try:
             for folder in sorted(folders):
                 _fsync_dir(folder)
         except OSError as exc:
             raise ArchiveError(f"cannot sync {folder}: {exc.strerror or exc}") from exc
+
+    def _make_known_folder(self, folder: str) -> None:
+        if folder not in self._known_folders:
+            self._make_parents(Path(folder))
+            if len(self._known_folders) >= _KNOWN_FOLDERS_LIMIT:
+                self._known_folders.clear()
+            self._known_folders.add(folder)
+
+    def _replace(self, source: Path | str, target: str, folder: str) -> None:
+        """Rename `source` to `target`; a folder removed since we knew it is made again."""
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:
+            if not os.path.exists(source):
+                raise
+            self._known_folders.discard(folder)
+            self._make_known_folder(folder)
+            os.replace(source, target)
 
     def _make_parents(self, folder: Path) -> None:
         missing = []
@@ -244,7 +272,7 @@ class Archive:
             yield from (p for p in self.temp_dir.iterdir() if p.is_file())
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: Path | str) -> None:
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
