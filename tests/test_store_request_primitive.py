@@ -106,3 +106,36 @@ def test_store_request_with_an_unknown_priority_is_refused_as_pynetdicom_refuses
         serving._pynetdicom_message_to_primitive(_message(Priority=3))
     with pytest.raises(ValueError, match="Priority"):
         serving.store_request_primitive(_message(Priority=3))
+
+
+def _read_while_receiving(command: Dataset) -> dict[str, Any]:
+    values = {}
+    for keyword in ("CommandField", "CommandDataSetType", "AffectedSOPClassUID",
+                    "AffectedSOPInstanceUID"):
+        try:
+            values[keyword] = getattr(command, keyword)
+        except AttributeError:
+            values[keyword] = "absent"
+    return values
+
+
+@pytest.mark.parametrize("elements", [
+    {}, {"AffectedSOPInstanceUID": "1.2.3"}, {"AffectedSOPInstanceUID": "1.2.03"},
+    {"AffectedSOPInstanceUID": "1." + "2" * 63}, {"AffectedSOPClassUID": ""},
+    {"AffectedSOPInstanceUID": None}, {"CommandField": 0x0030, "CommandDataSetType": 0x0101},
+    {"CommandField": 0x0020, "AffectedSOPInstanceUID": None, "CommandDataSetType": 0x0001},
+])
+def test_command_set_reads_the_values_pydicom_reads(elements: dict[str, Any]) -> None:
+    # PS3.7 6.3.1 / E.1-1: Command Field, Data Set Type and the affected UIDs of any command.
+    message = _message(**elements)
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, True
+    write_dataset(encoded, message.command_set)
+    ours = serving.decode_command_set(BytesIO(encoded.getvalue()), True, True)
+    assert type(ours) is serving.CommandSet
+    assert _read_while_receiving(ours) == _read_while_receiving(
+        decode(BytesIO(encoded.getvalue()), True, True))
+
+
+def test_received_command_sets_are_decoded_by_minipacs() -> None:
+    assert dimse_messages.decode is serving.decode_command_set
