@@ -42,7 +42,7 @@ from pacs.dimse.pynetdicom_internals import (
 )
 from pacs.dimse.retrieve import handle_get, handle_move
 from pacs.dimse.searches import serve_find
-from pacs.dimse.store import handle_echo, handle_store
+from pacs.dimse.store import handle_echo, handle_store, serve_store
 from pacs.dimse.tls import tls_server_context
 from pacs.dimse.worklist import handle_c_find
 from pacs.services.context import Services
@@ -80,6 +80,7 @@ def build_ae(services: Services) -> AE:
                                  scu_role=role, scp_role=role)
     # C-FIND without pynetdicom's service class (TLS and odd requests still take it).
     serve_directly(ae, "C-FIND", lambda event: serve_find(event, services, handle_c_find))
+    serve_directly(ae, "C-STORE", lambda event: serve_store(event, services))
     return ae
 
 

@@ -18,7 +18,7 @@ from pacs.dimse.events import (
     require_permission,
     status_dataset,
 )
-from pacs.dimse.pynetdicom_internals import received_digest
+from pacs.dimse.pynetdicom_internals import answer_store, received_digest
 from pacs.model.status import DicomError, EchoStatus, StoreStatus
 from pacs.services.context import Services
 
@@ -78,3 +78,9 @@ def handle_store(event: Any, services: Services) -> Dataset | int:
                      outcome=result.outcome, sop_instance_uid=result.sop_instance_uid,
                      study_instance_uid=result.study_instance_uid, bytes=result.file_size)
     return int(StoreStatus.SUCCESS)
+
+
+def serve_store(event: Any, services: Services) -> None:
+    """C-STORE served without pynetdicom's Storage service class (pynetdicom_internals.direct,
+    on a plain socket): `handle_store`, then its response."""
+    answer_store(event, handle_store(event, services))

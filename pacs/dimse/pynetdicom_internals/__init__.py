@@ -233,6 +233,7 @@ from pacs.dimse.pynetdicom_internals.servers import (  # noqa: E402
     DeferredHandshakeServer,
     install_server_hooks,
 )
+from pacs.dimse.pynetdicom_internals.serving import answer_store  # noqa: E402
 from pacs.dimse.pynetdicom_internals.store_responses import expect_store_responses  # noqa: E402
 from pacs.dimse.pynetdicom_internals.uids import install_uid_hooks  # noqa: E402
 
@@ -244,7 +245,7 @@ __all__ = [
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
     "DATA_SET_PRESENT", "NO_DATA_SET", "expect_store_responses",
-    "DirectEvent", "is_direct", "serve_directly", "start_reading_early",
+    "DirectEvent", "is_direct", "serve_directly", "start_reading_early", "answer_store",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).

@@ -1,6 +1,6 @@
-"""Requests served without pynetdicom's service class: the association's reactor hands a
-request (a C-FIND) straight to a handler of ours, with an event that decodes its identifier
-once.
+"""Requests served without pynetdicom's service class: the association's reactor (or, for a
+C-STORE, the DUL thread: serving.py) hands a request (a C-FIND, a C-STORE) straight to a
+handler of ours, with an event that decodes its identifier once.
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included), pydicom
 and the standard library; nothing else of ours.
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.presentation import PresentationContextTuple
 
@@ -41,12 +41,12 @@ _CONTEXTS_ATTRIBUTE = "minipacs_context_tuples"
 DirectHandler = Callable[["DirectEvent"], None]
 
 
-_PRIMITIVES = {"C-FIND": C_FIND}
+_PRIMITIVES = {"C-FIND": C_FIND, "C-STORE": C_STORE}
 
 
 def serve_directly(ae: Any, service: str, handler: DirectHandler) -> None:
-    """Have the associations of `ae` hand their `service` requests ("C-FIND") to `handler`,
-    which gets a `DirectEvent` and sends every response itself."""
+    """Have the associations of `ae` hand their `service` requests ("C-FIND", "C-STORE") to
+    `handler`, which gets a `DirectEvent` and sends every response itself."""
     handlers = ae.__dict__.setdefault(_HANDLERS_ATTRIBUTE, {})
     handlers[_PRIMITIVES[service]] = handler
 
@@ -113,6 +113,11 @@ class DirectEvent:
         self.request = request
         self.context = context
         self._identifier: Dataset | None = None
+
+    @property
+    def dataset_path(self) -> Any:
+        """Where a C-STORE request's data set was received to (as pynetdicom's Event has it)."""
+        return self.request._dataset_path
 
     @property
     def identifier(self) -> Dataset:

@@ -3,8 +3,8 @@ values, and served in the DUL thread that completed them; the command set elemen
 received message reads, read from their bytes.
 
 Room: dimse/, in dimse/pynetdicom_internals. Imports pynetdicom (private names included),
-pydicom, the standard library and pynetdicom_internals.reactors; messages.py's DIMSE provider
-uses `DimseQueue` as its message queue.
+pydicom, the standard library and pynetdicom_internals' commands, direct, reactors and sending;
+messages.py's DIMSE provider uses `DimseQueue` as its message queue.
 
 Why: after the receive fast path, a store's CPU in the DUL was mostly pynetdicom's handling of
 the complete message: turning the command set into a C_STORE primitive (each element converted
@@ -14,6 +14,8 @@ thread, which woke to serve it and handed the response back.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import struct
 from typing import Any
@@ -27,7 +29,10 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from pacs.dimse.pynetdicom_internals.commands import NO_DATA_SET, encode_command
+from pacs.dimse.pynetdicom_internals.direct import direct_handler, serve_direct
 from pacs.dimse.pynetdicom_internals.reactors import WakingQueue, doorbell
+from pacs.dimse.pynetdicom_internals.sending import send_message, send_primitive
 
 
 def _storage_context(assoc: Any, context_id: int, request: Any) -> Any:
@@ -77,14 +82,58 @@ class DimseQueue(WakingQueue):
         context = _storage_context(assoc, context_id, request)
         if context is None:
             return False
+        direct = direct_handler(assoc, request, context_id)
         # The reactor, free meanwhile, must not take a slow store for a silent peer.
         idle_timer = assoc.dul._idle_timer
         idle_timer.stop()
         try:
-            StorageServiceClass(assoc).SCP(request, context)
+            if direct is not None:
+                serve_direct(assoc, direct[0], request, direct[1])
+            else:
+                StorageServiceClass(assoc).SCP(request, context)
         finally:
             idle_timer.restart()
         return True
+
+
+# --- the response of a C-STORE served directly (PS3.7 9.3.1.2) ------------------------------------
+
+_C_STORE_RSP = 0x8001  # Command Field (PS3.7 E.1-1)
+
+
+def discard_received_file(request: Any) -> None:
+    """Close a C-STORE request's received file and remove it unless the handler moved it, as
+    pynetdicom's Storage service class does after its handler."""
+    received = request._dataset_file
+    if received:
+        received.close()
+        with contextlib.suppress(OSError):
+            os.unlink(received.name)
+
+
+def answer_store(event: Any, status: int | Dataset) -> None:
+    """Finish a C-STORE request served directly (direct.py): its received file discarded,
+    then the response with `status` (an int, or a status Dataset whose elements the response
+    carries, as pynetdicom's `validate_status` takes them). A bare status is encoded here;
+    anything else, or a response the send fast path cannot take, pynetdicom's way."""
+    request, assoc = event.request, event.assoc
+    discard_received_file(request)
+    if not assoc.is_established:
+        return
+    context_id = event.context.context_id
+    if type(status) is int:
+        command = encode_command({
+            "AffectedSOPClassUID": request.AffectedSOPClassUID, "CommandField": _C_STORE_RSP,
+            "MessageIDBeingRespondedTo": request.MessageID, "CommandDataSetType": NO_DATA_SET,
+            "Status": status, "AffectedSOPInstanceUID": request.AffectedSOPInstanceUID})
+        if send_message(assoc, context_id, command):
+            return
+    response = C_STORE()
+    response.MessageIDBeingRespondedTo = request.MessageID
+    response.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    response.AffectedSOPClassUID = request.AffectedSOPClassUID
+    send_primitive(assoc, StorageServiceClass(assoc).validate_status(status, response),
+                   context_id)
 
 
 # --- the C_STORE primitive of a request (PS3.7 9.3.1.1) --------------------------------------
