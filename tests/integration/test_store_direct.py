@@ -94,3 +94,4 @@ def test_store_over_tls_keeps_pynetdicom_s_service_class(
     assert result.returncode == 0, result.stdout + result.stderr
     assert server.services.index.stats().instances == 1
     assert storage_service_class == [str(dataset.SOPInstanceUID)]
+

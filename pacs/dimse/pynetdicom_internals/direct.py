@@ -73,9 +73,11 @@ def direct_handler(assoc: Any, message: Any, context_id: int) -> tuple[DirectHan
     return handler, context
 
 
-def serve_direct(assoc: Any, handler: DirectHandler, message: Any, context: Any) -> None:
+def serve_direct(assoc: Any, handler: DirectHandler, message: Any, context: Any,
+                 in_dul_thread: bool = False) -> None:
     """Run `handler` on `message` the way pynetdicom runs a service class (see the module
-    docstring)."""
+    docstring). `in_dul_thread`: the DUL thread runs it, so an abort must not wait for that
+    thread to end."""
     dimse = assoc.dimse
     dimse.cancel_req = {}  # C-CANCELs that came before this request cancel nothing
     assoc._is_paused = True  # as in pynetdicom, in case the handler sends requests itself
@@ -83,7 +85,7 @@ def serve_direct(assoc: Any, handler: DirectHandler, message: Any, context: Any)
         handler(DirectEvent(assoc, message, _context_tuple(assoc, context)))
     except Exception as exc:  # noqa: BLE001 - as pynetdicom: log it and abort
         _ASSOCIATION_LOG.exception(exc)
-        assoc.abort()
+        assoc.abort(block=not in_dul_thread)
         return
     assoc._is_paused = False
     dimse.cancel_req = {}

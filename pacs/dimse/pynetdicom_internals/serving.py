@@ -88,7 +88,7 @@ class DimseQueue(WakingQueue):
         idle_timer.stop()
         try:
             if direct is not None:
-                serve_direct(assoc, direct[0], request, direct[1])
+                serve_direct(assoc, direct[0], request, direct[1], in_dul_thread=True)
             else:
                 StorageServiceClass(assoc).SCP(request, context)
         finally:
