@@ -28,7 +28,10 @@ peer that releases or aborts meanwhile), for the next C-MOVE of the same server 
 destination with the same presentation contexts; that one parks it again and sends over it
 instead of opening another (about 3 ms of association set-up and two threads each time, and
 the peer's own set-up: storescp forks a process per association). PS3.4 C.4.2.3 asks for the
-sub-operations to go over an association of their own, not for a new one per C-MOVE.
+sub-operations to go over an association of their own, not for a new one per C-MOVE. A kept
+association may have died unseen (the peer restarted, a firewall dropped the connection): a
+link taken over is `reused` until a C-STORE is answered on it, and services/suboperations
+sends a sub-operation lost on it again over a `fresh` one.
 """
 
 from __future__ import annotations
