@@ -167,10 +167,7 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
                    while_waiting: Callable[[], None], prefetch: Prefetch,
                    upcoming: Any) -> None:
     """Read, choose a context, convert if needed, send; count the outcome. `upcoming` (the
-    next sub-operation's record, or None) starts being read once this one's C-STORE request
-    is on the wire: between the peer's response and our next request, the critical path of
-    a C-MOVE, nothing but this sub-operation runs (no reader thread to wake and share the
-    GIL with); the read and hash still finish while the peer stores."""
+    next sub-operation's record, or None) starts being read as soon as this one is."""
     uid = record.sop_instance_uid
     try:
         stored = prefetch.take(record)
@@ -179,14 +176,9 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
         log.warning("%s: %s failed: %s", link.description, uid, exc)
         retrieval.record(record, Outcome.FAILED)
         return
-
-    def on_the_wire() -> None:
-        prefetch.load(upcoming)
-        while_waiting()
-
+    prefetch.load(upcoming)
     delivery = choose_context(record.sop_class_uid, stored.transfer_syntax_uid, link.accepted)
     if delivery is None:
-        prefetch.load(upcoming)
         log.warning("%s: %s failed: no accepted context for %s in %s or uncompressed",
                     link.description, uid, record.sop_class_uid, stored.transfer_syntax_uid)
         retrieval.record(record, Outcome.FAILED)
@@ -195,7 +187,6 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
     data_set: bytes | memoryview = stored.data_view
     decompressed = False
     if delivery.convert:
-        prefetch.load(upcoming)  # a conversion takes a while: read the next file meanwhile
         try:
             converted = convert(stored, delivery.context.transfer_syntax_uid)
         except ConversionError as exc:
@@ -207,8 +198,7 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
         log.log(logging.INFO if decompressed else logging.DEBUG,
                 "%s: %s converted from %s to %s", link.description, uid,
                 stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
-    result = link.store(delivery.context, uid, data_set, priority, originator, on_the_wire)
-    prefetch.load(upcoming)  # when the request never reached the wire
+    result = link.store(delivery.context, uid, data_set, priority, originator, while_waiting)
     if result.status is None and link.may_be_stale() and not link.usable():
         raise KeptAssociationLost(result.detail)  # not counted: it goes again
     outcome = store_outcome(result.status, decompressed)
