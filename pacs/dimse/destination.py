@@ -28,7 +28,10 @@ peer that releases or aborts meanwhile), for the next C-MOVE of the same server 
 destination with the same presentation contexts; that one parks it again and sends over it
 instead of opening another (about 3 ms of association set-up and two threads each time, and
 the peer's own set-up: storescp forks a process per association). PS3.4 C.4.2.3 asks for the
-sub-operations to go over an association of their own, not for a new one per C-MOVE.
+sub-operations to go over an association of their own, not for a new one per C-MOVE. A kept
+association may have died unseen (the peer restarted, a firewall dropped the connection): a
+link taken over is `reused` until a C-STORE is answered on it, and services/suboperations
+sends a sub-operation lost on it again over a `fresh` one.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class AssociationLink:
         self.timeout = timeout
         self.description = description
         self.alive = True
+        # Kept from an earlier C-MOVE, and whether a C-STORE has been answered on it since.
+        self.reused = False
+        self.answered = False
         self._message_id = 0
         expect_store_responses(assoc)  # their C-STORE-RSPs decoded the short way
 
@@ -120,11 +126,15 @@ class AssociationLink:
             if while_waiting is not None:
                 while_waiting()
             return self._await_response(message_id)
-        except Exception:  # noqa: BLE001 - mid-exchange, the association's state is unknown
-            log.exception("%s: C-STORE of %s broke off", self.description, sop_instance_uid)
+        except Exception as exc:  # noqa: BLE001 - mid-exchange, the association's state is unknown
+            if self.may_be_stale():  # the retry's warning names it; no traceback for that
+                log.debug("%s: C-STORE of %s broke off", self.description, sop_instance_uid,
+                          exc_info=True)
+            else:
+                log.exception("%s: C-STORE of %s broke off", self.description, sop_instance_uid)
             if self.alive:
                 self._lost("C-STORE exchange broke off")
-            return StoreResult(None, "internal error during the C-STORE")
+            return StoreResult(None, f"C-STORE broke off: {type(exc).__name__}: {exc}")
 
     def _await_response(self, message_id: int) -> StoreResult:
         deadline = time.monotonic() + self.timeout
@@ -140,6 +150,7 @@ class AssociationLink:
                 self.alive = False
                 return StoreResult(None, "association closed by the peer")
             if isinstance(message, C_STORE) and message.MessageIDBeingRespondedTo == message_id:
+                self.answered = True
                 status = message.Status
                 return StoreResult(int(status) if status is not None else None,
                                    "" if status is not None else "response without a status")
@@ -147,13 +158,18 @@ class AssociationLink:
                         self.description, type(message).__name__)
 
     def _lost(self, reason: str) -> None:
-        log.warning("%s: %s; aborting the association", self.description, reason)
+        log.log(logging.DEBUG if self.may_be_stale() else logging.WARNING,
+                "%s: %s; aborting the association", self.description, reason)
         self.alive = False
         self.assoc.abort()
 
     def usable(self) -> bool:
         """Whether further C-STOREs can go over this association."""
         return self.alive and association_alive(self.assoc)
+
+    def may_be_stale(self) -> bool:
+        """Kept from an earlier C-MOVE and nothing answered on it yet in this one."""
+        return self.reused and not self.answered
 
     def close(self, reusable: bool = True) -> None:
         """Done with the sub-operations on this association (nothing to do by default)."""
@@ -294,19 +310,24 @@ def _idle_link(key: Any) -> DestinationLink | None:
         return None
     if link.usable() and link.assoc.is_established and park_reactor(link.assoc) \
             and link.usable() and link.assoc.is_established:
+        # Sound as far as we can see; a peer gone without a word shows on the first C-STORE,
+        # which then goes again on a new association (services/suboperations).
+        link.reused, link.answered = True, False
         return link
     link.release()
     return None
 
 
 def open_destination(settings: Settings, endpoints: Sequence[Endpoint], destination_ae: str,
-                     proposals: Sequence[ContextProposal]) -> tuple[DestinationLink | None, str]:
+                     proposals: Sequence[ContextProposal],
+                     fresh: bool = False) -> tuple[DestinationLink | None, str]:
     """Associate with the first endpoint that accepts: our AE title, our maximum PDU,
-    TCP_NODELAY. Returns the link, or None and why no endpoint accepted."""
+    TCP_NODELAY. Returns the link, or None and why no endpoint accepted. Unless `fresh`, an
+    association kept by an earlier C-MOVE with the same key is taken instead."""
     # Reused only for the same server, destination, addresses and contexts: what the peer
     # accepted then is what it would accept now.
     key = (id(settings), destination_ae, tuple(endpoints), tuple(proposals))
-    reused = _idle_link(key)
+    reused = None if fresh else _idle_link(key)
     if reused is not None:
         log.debug("%s: reusing the association", reused.description)
         return reused, ""

@@ -193,8 +193,8 @@ def _move(event: Any, services: Services, responder: Responder) -> None:
              request.describe(), retrieval.total)
     originator = Originator(caller, int(event.request.MessageID))
 
-    def open_link(plan: AssociationPlan) -> tuple[StoreLink | None, str]:
-        return open_destination(settings, endpoints, destination_ae, plan.contexts)
+    def open_link(plan: AssociationPlan, fresh: bool = False) -> tuple[StoreLink | None, str]:
+        return open_destination(settings, endpoints, destination_ae, plan.contexts, fresh)
 
     run_sub_operations(services, responder, retrieval, plan_associations(retrieval.instances),
                        open_link, originator, _priority(event),
@@ -216,8 +216,8 @@ def _get(event: Any, services: Services, responder: Responder) -> None:
              retrieval.total)
     link = RequesterLink(event.assoc, services.settings.dimse_timeout, f"C-GET by {peer(event)}")
 
-    def open_link(plan: AssociationPlan) -> tuple[StoreLink | None, str]:
-        return link, ""
+    def open_link(plan: AssociationPlan, fresh: bool = False) -> tuple[StoreLink | None, str]:
+        return link, ""  # the requester's own association: never kept, never stale
 
     plans = [AssociationPlan([], list(retrieval.instances))] if retrieval.instances else []
     run_sub_operations(services, responder, retrieval, plans, open_link, None,

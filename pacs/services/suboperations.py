@@ -72,6 +72,10 @@ class StoreLink(Protocol):
     def usable(self) -> bool:
         """Whether more C-STOREs can go this way."""
 
+    def may_be_stale(self) -> bool:
+        """Whether this association was kept from an earlier request and nothing has been
+        answered on it yet in this one: losing it now may mean it was lost before we took it."""
+
     def close(self, reusable: bool = True) -> None:
         """Done with this link (what that takes, such as a release, may finish later);
         `reusable`: it may stay open a while for a later request, else it ends now."""
@@ -90,6 +94,11 @@ class ResponseSink(Protocol):
 
     def requester_present(self) -> bool:
         """Whether the requester can still take responses."""
+
+
+class KeptAssociationLost(Exception):
+    """A C-STORE got no status because an association kept from an earlier request is lost
+    (no response, a transport error, an A-ABORT): the sub-operation goes again on a new one."""
 
 
 class DuePending:
@@ -190,6 +199,8 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
                 "%s: %s converted from %s to %s", link.description, uid,
                 stored.transfer_syntax_uid, delivery.context.transfer_syntax_uid)
     result = link.store(delivery.context, uid, data_set, priority, originator, while_waiting)
+    if result.status is None and link.may_be_stale() and not link.usable():
+        raise KeptAssociationLost(result.detail)  # not counted: it goes again
     outcome = store_outcome(result.status, decompressed)
     if outcome is not Outcome.FAILED:
         services.metrics.add_bytes("sent", len(data_set))
@@ -200,18 +211,29 @@ def _sub_operation(services: Services, link: StoreLink, retrieval: Retrieval, re
 
 
 def run_sub_operations(services: Services, responder: ResponseSink, retrieval: Retrieval,
-                       plans: list[AssociationPlan], open_link: Callable[[AssociationPlan], Any],
+                       plans: list[AssociationPlan], open_link: Callable[..., Any],
                        originator: Originator | None, priority: int,
                        is_cancelled: Callable[[], bool], requester: str) -> None:
     """The sub-operation loop shared by C-MOVE and C-GET; sends Pending and final responses.
 
-    `open_link` gives the StoreLink of each planned association (or None and why);
+    `open_link(plan, fresh=False)` gives the StoreLink of each planned association (or None
+    and why); with `fresh` it opens a new association rather than take a kept one.
     `is_cancelled` is asked before each sub-operation; `requester` names the caller in logs.
     """
     cancelled: bool | None = False
     due = DuePending(responder)
     prefetch = Prefetch(services.archive)
     link: StoreLink | None = None
+
+    def reopen(plan: AssociationPlan, lost: StoreLink) -> StoreLink | None:
+        # Once per kept association: a fresh one is never stale, so this cannot loop.
+        nonlocal link
+        lost.close(reusable=False)
+        link, reason = open_link(plan, fresh=True)
+        if link is None:
+            log.warning("%s: %s: no new association: %s", requester, lost.description, reason)
+        return link
+
     try:
         for plan in plans:
             if cancelled:
@@ -230,7 +252,8 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
                 continue
             try:
                 cancelled = _run_plan(services, responder, retrieval, plan, link, due,
-                                      prefetch, originator, priority, is_cancelled, requester)
+                                      prefetch, originator, priority, is_cancelled, requester,
+                                      reopen)
             finally:
                 due.flush()
             if cancelled is None:
@@ -250,10 +273,18 @@ def run_sub_operations(services: Services, responder: ResponseSink, retrieval: R
 def _run_plan(services: Services, responder: ResponseSink, retrieval: Retrieval,
               plan: AssociationPlan, link: StoreLink, due: DuePending, prefetch: Prefetch,
               originator: Originator | None, priority: int, is_cancelled: Callable[[], bool],
-              requester: str) -> bool | None:
+              requester: str,
+              reopen: Callable[[AssociationPlan, StoreLink], StoreLink | None]) -> bool | None:
     """The sub-operations of one planned association: True when cancelled, None when the
-    requester went away, False otherwise."""
-    for position, record in enumerate(plan.instances):
+    requester went away, False otherwise.
+
+    A kept association found lost before anything was answered on it (the peer restarted, a
+    firewall dropped the connection) is replaced by a new one, and the sub-operation in
+    flight goes again: a destination takes a second C-STORE of one SOP Instance as a re-send
+    (PS3.4 B.2.3), and nothing is counted twice."""
+    position = 0
+    while position < len(plan.instances):
+        record = plan.instances[position]
         if is_cancelled():
             log.info("%s: C-CANCEL after %d of %d sub-operations", requester,
                      retrieval.total - retrieval.remaining, retrieval.total)
@@ -261,6 +292,11 @@ def _run_plan(services: Services, responder: ResponseSink, retrieval: Retrieval,
         if not responder.requester_present():
             log.warning("%s went away during the retrieve", requester)
             return None
+        if not link.usable() and link.may_be_stale():
+            log.warning("%s: %s: the association kept from an earlier request is lost; "
+                        "opening a new one", requester, link.description)
+            replacement = reopen(plan, link)
+            link = replacement if replacement is not None else link
         if not link.usable():
             log.warning("%s: association lost; %d sub-operations failed",
                         link.description, len(plan.instances) - position)
@@ -273,6 +309,17 @@ def _run_plan(services: Services, responder: ResponseSink, retrieval: Retrieval,
         try:
             _sub_operation(services, link, retrieval, record, priority, originator,
                            due.flush, prefetch, upcoming)
+        except KeptAssociationLost as lost:
+            log.warning("%s: %s: the association kept from an earlier request is lost (%s); "
+                        "sending %s again on a new one", requester, link.description, lost,
+                        record.sop_instance_uid)
+            replacement = reopen(plan, link)
+            if replacement is None:
+                for rest in plan.instances[position:]:
+                    retrieval.record(rest, Outcome.FAILED)
+                return False
+            link = replacement
+            continue  # the same sub-operation, on the new association
         except Exception:  # noqa: BLE001 - one instance must not end the request
             log.exception("%s: sub-operation for %s failed", link.description,
                           record.sop_instance_uid)
@@ -281,6 +328,7 @@ def _run_plan(services: Services, responder: ResponseSink, retrieval: Retrieval,
         due.flush()  # when the sub-operation failed before reaching the wire
         if retrieval.remaining:
             due.counts = retrieval.counts()
+        position += 1
     return False
 
 

@@ -131,10 +131,11 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None,
 class StoreSCP:
     """DCMTK storescp on a free port writing what it receives, bit-preserving, into a folder."""
 
-    def __init__(self, folder: Path, ae_title: str = "DEST", *options: str):
+    def __init__(self, folder: Path, ae_title: str = "DEST", *options: str,
+                 port: int | None = None):
         self.folder = folder
         self.ae_title = ae_title
-        self.port = free_port()
+        self.port = port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [require_tool("storescp"), "-aet", ae_title, "+B", "-od", str(folder), *options,
@@ -341,8 +342,8 @@ def fixture_storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     """Body of a `storescp` fixture: a factory of started storescp, all stopped afterwards."""
     started: list[StoreSCP] = []
 
-    def start(*options: str, ae_title: str = "DEST") -> StoreSCP:
-        scp = StoreSCP(tmp_path / f"storescp{len(started)}", ae_title, *options)
+    def start(*options: str, ae_title: str = "DEST", port: int | None = None) -> StoreSCP:
+        scp = StoreSCP(tmp_path / f"storescp{len(started)}", ae_title, *options, port=port)
         started.append(scp)
         return scp
 
