@@ -226,7 +226,10 @@ from pacs.dimse.pynetdicom_internals.direct import (  # noqa: E402
     is_direct,
     serve_directly,
 )
-from pacs.dimse.pynetdicom_internals.handshakes import install_handshake_hooks  # noqa: E402
+from pacs.dimse.pynetdicom_internals.handshakes import (  # noqa: E402
+    install_handshake_hooks,
+    remembered_counts,
+)
 from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     SharedContexts,
     association_alive,
@@ -266,7 +269,7 @@ __all__ = [
     "give_back_messages", "take_message_entry",
     "FindResponses", "encode_command", "send_message", "send_primitive",
     "DATA_SET_PRESENT", "NO_DATA_SET", "expect_store_responses",
-    "DirectEvent", "is_direct", "serve_directly", "start_reading_early",
+    "DirectEvent", "is_direct", "serve_directly", "start_reading_early", "remembered_counts",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).

@@ -57,10 +57,14 @@ class _Table:
     def __init__(self) -> None:
         self._entries: dict[Any, Any] = {}
         self._lock = threading.Lock()
+        self.hits = 0  # for tests and profiles; not locked, so a count, not an audit
 
     def get(self, key: Any) -> Any:
         """The value for `key`, or None."""
-        return self._entries.get(key)
+        found = self._entries.get(key)
+        if found is not None:
+            self.hits += 1
+        return found
 
     def put(self, key: Any, value: Any) -> None:
         """Remember `value` for `key`, dropping the oldest entry when full."""
@@ -71,6 +75,15 @@ class _Table:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_NEGOTIATED_HITS = [0]  # the negotiation tables live on each server's contexts
+
+
+def remembered_counts() -> dict[str, int]:
+    """How often a request was found decoded, a negotiation done, an A-ASSOCIATE-AC encoded."""
+    return {"decoded": _DECODED.hits, "negotiated": _NEGOTIATED_HITS[0],
+            "encoded": _ENCODED.hits}
 
 
 class ProposedContexts(list):  # type: ignore[type-arg]
@@ -160,6 +173,8 @@ def remembered_negotiation(rq_contexts: Any, ac_contexts: Any, roles: Any = None
     if found is None:
         found = _outer_negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
         table.put(key, found)
+    else:
+        _NEGOTIATED_HITS[0] += 1
     results, replies = found
     return list(results), list(replies)
 
