@@ -200,27 +200,18 @@ def _fingerprint(primitive: Any) -> tuple[Any, ...] | None:
     return key
 
 
-class RememberedAssociateAC(A_ASSOCIATE_AC):
-    """An A-ASSOCIATE-AC PDU that encodes to the bytes it encoded to before."""
-
-    _encoded: bytes = b""
-
-    def encode(self) -> bytes:
-        """The PDU's bytes, encoded once."""
-        if not self._encoded:
-            self._encoded = super().encode()
-        return self._encoded
-
-
 def remembered_associate_ac(primitive: Any) -> A_ASSOCIATE_AC:
     """The A-ASSOCIATE-AC PDU for `primitive` (fsm's AE-7 builds it so); one carrying the same
-    values as an earlier one is that PDU, already encoded."""
+    values as an earlier one is that PDU, whose `encode` gives the bytes encoded then. (Still
+    an A_ASSOCIATE_AC: whatever looks at the PDU sent sees pynetdicom's own class.)"""
     key = _fingerprint(primitive)
     if key is None:
         return A_ASSOCIATE_AC(primitive)
     pdu = _ENCODED.get(key)
     if pdu is None:
-        pdu = RememberedAssociateAC(primitive)
+        pdu = A_ASSOCIATE_AC(primitive)
+        encoded = pdu.encode()
+        pdu.encode = lambda: encoded  # type: ignore[method-assign]
         _ENCODED.put(key, pdu)
     return pdu
 
@@ -231,11 +222,10 @@ def install_handshake_hooks() -> tuple[str, ...]:
     global _outer_negotiate_as_acceptor
     _outer_negotiate_as_acceptor = _acse_module.negotiate_as_acceptor
     _acse_module.negotiate_as_acceptor = remembered_negotiation  # type: ignore[attr-defined]
-    # The PDU type byte is looked up by class: the subclasses are their parents' type.
+    # The PDU type byte is looked up by class: the subclass is its parent's type.
     _pdu_module.PDU_TYPES[RememberedAssociateRQ] = _pdu_module.PDU_TYPES[A_ASSOCIATE_RQ]
-    _pdu_module.PDU_TYPES[RememberedAssociateAC] = _pdu_module.PDU_TYPES[A_ASSOCIATE_AC]
     _, event = _dul_module._PDU_TYPES[b"\x01"]
     _dul_module._PDU_TYPES[b"\x01"] = (RememberedAssociateRQ, event)
     _fsm_module.A_ASSOCIATE_AC = remembered_associate_ac  # type: ignore[attr-defined,misc]
-    return ("pdu.PDU_TYPES (two subclasses)", "dul._PDU_TYPES[A-ASSOCIATE-RQ]",
+    return ("pdu.PDU_TYPES (a subclass)", "dul._PDU_TYPES[A-ASSOCIATE-RQ]",
             "acse.negotiate_as_acceptor (remembered)", "fsm.A_ASSOCIATE_AC")
