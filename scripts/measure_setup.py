@@ -3,6 +3,7 @@
 association, for the A-ASSOCIATE-RQ that DCMTK's getscu and findscu send.
 
     .venv/bin/python scripts/measure_setup.py [--associations 1000] [--from DIR ...]
+                                              [--study DIR --gets 40]
 
 Records each tool's A-ASSOCIATE-RQ (the tool connects to a listener here that keeps the
 first PDU and closes), starts `pacs serve` from this checkout and from each `--from` checkout
@@ -12,7 +13,9 @@ A-RELEASE-RP, close), the servers taking turns in ten blocks. Reported per serve
 the median, 10th and 90th percentile from connect to the whole A-ASSOCIATE-AC, the median of
 the whole association, and the server's user+system CPU per association (/proc/PID/stat).
 getscu proposes some 120 storage SOP classes with SCP/SCU role selection (~17 KB); findscu
-one Q/R class.
+one Q/R class. With `--study`, the files of one study in DIR are stored into each server
+(storescu) and fetched back with getscu `--gets` times per server, in turns: the median
+getscu wall time and the server's CPU per C-GET.
 """
 
 from __future__ import annotations
@@ -118,12 +121,54 @@ def associate_once(port: int, request: bytes) -> tuple[float, float]:
     return accepted - started, time.perf_counter() - started
 
 
+def study_uid(folder: Path) -> str:
+    """The Study Instance UID of the first file in `folder` (dcmdump)."""
+    first = sorted(folder.iterdir())[0]
+    output = subprocess.run(["dcmdump", "+P", "StudyInstanceUID", str(first)],
+                            capture_output=True, text=True, check=True).stdout
+    return output.split("[", 1)[1].split("]", 1)[0]
+
+
+def measure_gets(servers: list[tuple[subprocess.Popen[bytes], int]], sources: list[Path],
+                 study: Path, gets: int, work: Path) -> None:
+    """Store `study` into each server, then getscu it back `gets` times each, in turns."""
+    files = sorted(str(path) for path in study.iterdir())
+    uid = study_uid(study)
+    for _, port in servers:
+        subprocess.run(["storescu", "-aec", "MINIPACS", "127.0.0.1", str(port), *files],
+                       env=ENV, check=True, capture_output=True)
+    walls: list[list[float]] = [[] for _ in servers]
+    cpu = [0.0 for _ in servers]
+    for turn in range(gets + 1):  # the first turn warms up (and is not counted)
+        for index, (process, port) in enumerate(servers):
+            output = work / f"get{index}-{turn}"
+            output.mkdir()
+            before, started = cpu_seconds(process.pid), time.perf_counter()
+            subprocess.run(["getscu", "-aet", "GETSCU", "-aec", "MINIPACS", "-S",
+                            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}",
+                            "-od", str(output), "127.0.0.1", str(port)],
+                           env=ENV, check=True, capture_output=True)
+            if turn:
+                walls[index].append(time.perf_counter() - started)
+                cpu[index] += cpu_seconds(process.pid) - before
+            if len(list(output.iterdir())) != len(files):
+                raise RuntimeError(f"getscu received {len(list(output.iterdir()))} files")
+    for index, source in enumerate(sources):
+        times = sorted(walls[index])
+        print(f"getscu C-GET of {len(files)} instances, {source}: median "
+              f"{1000 * statistics.median(times):.1f} ms (p10 {1000 * times[gets // 10]:.1f}, "
+              f"p90 {1000 * times[9 * gets // 10]:.1f}); server CPU "
+              f"{1000 * cpu[index] / gets:.1f} ms per C-GET")
+
+
 def main() -> None:
     """Record, start, replay, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--associations", type=int, default=1000, help="per server and tool")
     parser.add_argument("--from", dest="sources", action="append", default=[], metavar="DIR",
                         help="another checkout to measure too (repeatable)")
+    parser.add_argument("--study", type=Path, help="a folder holding one study's files")
+    parser.add_argument("--gets", type=int, default=40, help="getscu runs per server")
     args = parser.parse_args()
     requests = {tool: record(tool) for tool in TOOLS}
     sources = [REPO, *(Path(source).resolve() for source in args.sources)]
@@ -155,6 +200,8 @@ def main() -> None:
                           f"{1000 * times[9 * count // 10]:.2f}); whole association "
                           f"{1000 * statistics.median(whole[index]):.2f} ms; server CPU "
                           f"{1000 * cpu[index] / count:.2f} ms per association")
+            if args.study is not None:
+                measure_gets(servers, sources, args.study, args.gets, Path(work))
         finally:
             for process, _ in servers:
                 process.terminate()
