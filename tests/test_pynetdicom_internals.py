@@ -23,6 +23,7 @@ import pacs.dimse.pynetdicom_internals as internals
 from pacs.dimse.pynetdicom_internals import (
     commands,
     connection,
+    handshakes,
     messages,
     reactors,
     receiving,
@@ -262,3 +263,71 @@ def test_the_remembered_uids_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     for number in range(10):
         assert pdu_items.set_uid(f"1.2.3.{number}", "SOP Instance UID") == f"1.2.3.{number}"
         assert len(uids._CONFORMANT) <= 4
+
+
+# Association set-up remembered (handshakes.py): the three hooks are in place.
+def test_association_requests_decode_and_answers_encode_the_remembering_way() -> None:
+    from pynetdicom import acse, dul
+
+    assert dul._PDU_TYPES[b"\x01"][0] is handshakes.RememberedAssociateRQ
+    assert fsm.A_ASSOCIATE_AC is handshakes.remembered_associate_ac
+    assert acse.negotiate_as_acceptor is handshakes.remembered_negotiation
+
+
+def _request(calling: str, contexts: int = 1) -> bytes:
+    """An A-ASSOCIATE-RQ from `calling` proposing `contexts` contexts in every syntax."""
+    from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    from tests.integration.raw_peer import associate_request
+
+    request = A_ASSOCIATE_RQ()
+    request.decode(associate_request("1.2.840.10008.1.1", calling=calling))
+    primitive = request.to_primitive()
+    proposed = []
+    for number in range(contexts):
+        context = build_context("1.2.840.10008.1.1", list(ALL_TRANSFER_SYNTAXES))
+        context.context_id = 2 * number + 1
+        proposed.append(context)
+    primitive.presentation_context_definition_list = proposed
+    return bytes(A_ASSOCIATE_RQ(primitive).encode())
+
+
+# PS3.8 9.3.2: a request decoded from remembered bytes is the request pynetdicom decodes.
+def test_a_remembered_request_decodes_to_what_pynetdicom_decodes() -> None:
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    request = _request("DECODEME")
+    first, again, plain = (handshakes.RememberedAssociateRQ(),
+                           handshakes.RememberedAssociateRQ(), A_ASSOCIATE_RQ())
+    first.decode(request)
+    first.to_primitive()
+    again.decode(request)
+    plain.decode(request)
+    primitive, expected = again.to_primitive(), plain.to_primitive()
+    assert again.encode() == plain.encode() == request
+    assert (primitive.calling_ae_title, primitive.called_ae_title) == \
+        (expected.calling_ae_title, expected.called_ae_title)
+    assert [(cx.context_id, cx.abstract_syntax, cx.transfer_syntax)
+            for cx in primitive.presentation_context_definition_list] == \
+        [(cx.context_id, cx.abstract_syntax, cx.transfer_syntax)
+         for cx in expected.presentation_context_definition_list]
+    assert primitive.presentation_context_definition_list is not \
+        first.to_primitive().presentation_context_definition_list
+
+
+# Memory stays bounded: a large request is decoded every time, and the table has a limit.
+def test_remembered_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handshakes, "_LIMIT", 4)
+    monkeypatch.setattr(handshakes, "_DECODED", handshakes._Table())
+    for number in range(10):
+        pdu = handshakes.RememberedAssociateRQ()
+        pdu.decode(_request(f"CALLER{number}"))
+        pdu.to_primitive()
+        assert len(handshakes._DECODED) <= 4
+    large = _request("LARGE", contexts=120)
+    assert len(large) > handshakes.LARGEST_REMEMBERED
+    pdu = handshakes.RememberedAssociateRQ()
+    pdu.decode(large)
+    pdu.to_primitive()
+    assert large not in handshakes._DECODED._entries

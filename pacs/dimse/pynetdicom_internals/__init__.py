@@ -6,7 +6,8 @@ logging), `messages` (DIMSE, reactor parking, servers), `commands` (command sets
 sets as the fast paths write them), `reactors` (the event-driven DUL loop and association
 reactor), `receiving` and `sending` (the receive and send fast paths), `servers` (the accepting
 servers: TLS handshake, accept loop), `serving` (C-STORE requests served in the DUL thread),
-`direct` (C-FIND served without pynetdicom's service class), `store_responses` (our C-STORE
+`direct` (C-FIND served without pynetdicom's service class), `handshakes` (association
+set-up remembered), `store_responses` (our C-STORE
 sub-operations' responses), `uids` (UID checks remembered). The rest of dimse/ calls the
 functions exported here instead of touching pynetdicom's private attributes. Written for, and
 checked at import against, one pynetdicom version (`PINNED_VERSION`, pinned in setup.cfg),
@@ -49,6 +50,10 @@ What is tuned, and why (PS3.8 9.2 is the state machine these hooks keep to):
   (it reads the A-ASSOCIATE-RQ while the association's thread starts); negotiation looks only
   at our contexts of the requested abstract syntaxes; the A-ASSOCIATE-AC and A-RELEASE-RP go
   out from the thread that decided them, under the DUL's per-round lock.
+- Association set-up remembered (`handshakes`): an A-ASSOCIATE-RQ whose bytes were seen
+  before is not decoded again, its negotiation (pynetdicom's) not run again, and an
+  A-ASSOCIATE-AC carrying the same values not encoded again (bounded tables; the AE title,
+  association limit and user identity checks still run every time).
 - UID checks (`uids`): pynetdicom's `set_uid` and `validate_uid` and pydicom's
   `UID.is_valid` remember the UIDs they checked (three regular expressions per UID, every
   time, were a quarter of a C-GET's CPU: getscu proposes some 120 SOP classes).
@@ -84,7 +89,9 @@ from pynetdicom import utils as _utils_module
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_items import UserInformationItem
+from pynetdicom.pdu_primitives import A_ASSOCIATE, P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -123,7 +130,7 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "StorageServiceClass": ("SCP",),
     "AE": ("_servers",),
     "Timer": ("remaining", "timeout", "expired", "_start_time", "_end_time"),
-    "fsm module": ("ACTIONS", "DT_1"),
+    "fsm module": ("ACTIONS", "DT_1", "A_ASSOCIATE_AC"),
     "dimse_messages module": ("create_file_meta", "write_file_meta_info", "NamedTemporaryFile",
                               "decode"),
     "P_DATA": ("presentation_data_value_list",),
@@ -134,6 +141,17 @@ REQUIRED_NAMES: dict[str, tuple[str, ...]] = {
     "pdu_primitives module": ("set_uid", "validate_uid"),
     "presentation module": ("set_uid", "validate_uid"),
     "acse module": ("negotiate_as_acceptor",),  # negotiation over our requested contexts
+    # Association set-up remembered (handshakes.py).
+    "dul module": ("_PDU_TYPES",),
+    "pdu module": ("PDU_TYPES",),
+    "A_ASSOCIATE_RQ": ("decode", "to_primitive", "variable_items", "protocol_version",
+                       "_called_aet", "_calling_aet"),
+    "A_ASSOCIATE": ("_presentation_context_definition_list", "_user_information",
+                    "presentation_context_definition_results_list", "user_information",
+                    "called_ae_title", "calling_ae_title", "application_context_name",
+                    "result"),
+    "A_ASSOCIATE_AC": ("encode", "from_primitive"),
+    "UserInformationItem": ("user_data",),
 }
 # The PS3.8 transitions the hooks rely on: (event, state) -> action, as pynetdicom maps them.
 REQUIRED_TRANSITIONS = {
@@ -164,6 +182,10 @@ def _probes() -> dict[str, Any]:
         "pdu_items module": _pdu_items_module, "pdu_primitives module": _pdu_primitives_module,
         "presentation module": _presentation_module,
         "acse module": importlib.import_module("pynetdicom.acse"),
+        "dul module": importlib.import_module("pynetdicom.dul"),
+        "pdu module": importlib.import_module("pynetdicom.pdu"),
+        "A_ASSOCIATE_RQ": A_ASSOCIATE_RQ(), "A_ASSOCIATE": A_ASSOCIATE(),
+        "A_ASSOCIATE_AC": A_ASSOCIATE_AC(), "UserInformationItem": UserInformationItem(),
     }
 
 
@@ -204,6 +226,10 @@ from pacs.dimse.pynetdicom_internals.direct import (  # noqa: E402
     DirectEvent,
     is_direct,
     serve_directly,
+)
+from pacs.dimse.pynetdicom_internals.handshakes import (  # noqa: E402
+    install_handshake_hooks,
+    remembered_counts,
 )
 from pacs.dimse.pynetdicom_internals.messages import (  # noqa: E402
     SharedContexts,
@@ -246,6 +272,7 @@ __all__ = [
     "FindResponses", "encode_command", "send_message", "send_primitive",
     "DATA_SET_PRESENT", "NO_DATA_SET", "expect_store_responses",
     "DirectEvent", "is_direct", "serve_directly", "start_reading_early", "answer_store",
+    "remembered_counts",
 ]
 
 # Received data sets stream to a temp file instead of memory (handlers use dataset_path).
@@ -260,5 +287,5 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 INSTALLED = ("_config.STORE_RECV_CHUNKED_DATASET", "_config.LOG_HANDLER_LEVEL",
              "_config.LOG_RESPONSE_IDENTIFIERS", "_config.LOG_REQUEST_IDENTIFIERS",
              *install_connection_hooks(), *install_server_hooks(), *install_message_hooks(),
-             *install_reactor_hooks(),
+             *install_handshake_hooks(), *install_reactor_hooks(),
              *install_sending_hooks(), *install_receiving_hooks(), *install_uid_hooks())
