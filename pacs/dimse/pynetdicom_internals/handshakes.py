@@ -47,7 +47,7 @@ from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ, UserInformationItem
 from pynetdicom.pdu_items import UserIdentitySubItemRQ
 
 # A request larger than this is decoded every time (getscu's is ~17 KB, ~190 KB decoded): with
-# the limit below, what a peer that is never accepted can make us hold stays near 10 MB.
+# the limit below, what peers that are never accepted can make us hold stays under ~20 MB.
 LARGEST_REMEMBERED = 32 * 1024
 _LIMIT = 32  # entries per table: distinct (peer, proposal) pairs of one server
 
