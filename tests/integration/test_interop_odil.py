@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -21,7 +21,7 @@ from tests.integration.interop_support import (
     require_program,
     require_python_module,
 )
-from tests.integration.move_support import StoreSCP, fixture_storescp, stored_data_set
+from tests.integration.move_support import StoreSCP, stored_data_set
 
 ODIL_AE = "ODIL"
 DESTINATION_AE = "ODILDEST"
@@ -40,11 +40,6 @@ def _odil(server: RunningServer, command: str, *arguments: str,
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return output
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 @pytest.fixture

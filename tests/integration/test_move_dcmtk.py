@@ -3,7 +3,7 @@ storescp, on each index backend: what arrives is, data set for data set, what wa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,15 +15,9 @@ from tests.factory import uid
 from tests.integration.move_support import (
     LAYOUT,
     StoreSCP,
-    fixture_storescp,
     populate,
     stored_data_set,
 )
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 def _movescu(server: RunningServer, model: str, keys: dict[str, str],

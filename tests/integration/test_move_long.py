@@ -9,10 +9,8 @@ the index is read once, before the first sub-operation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from pacs.config import RemoteAE
 from pacs.dimse.server import start_server
@@ -20,7 +18,6 @@ from pacs.services.context import Services
 from tests.factory import make_dataset
 from tests.integration.move_support import (
     StoreSCP,
-    fixture_storescp,
     identifier,
     ingest,
     move,
@@ -28,11 +25,6 @@ from tests.integration.move_support import (
 
 INSTANCES = 600
 DIMSE_TIMEOUT = 30
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 # PS3.4 C.4.2.3.1: every one of 600 sub-operations completes, each Pending response counts

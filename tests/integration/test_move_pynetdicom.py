@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ from tests.integration.move_support import (
     Receiver,
     StoreSCP,
     check_counts,
-    fixture_receiver,
-    fixture_storescp,
     identifier,
     ingest,
     move,
@@ -44,16 +42,6 @@ from tests.postgres import free_port
 
 Factory = Callable[..., RunningServer]
 STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[..., Receiver]]:
-    yield from fixture_receiver()
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,6 @@ from tests.integration.move_support import (
     Response,
     StoreSCP,
     check_counts,
-    fixture_receiver,
-    fixture_storescp,
     identifier,
     move,
     moving_to,
@@ -42,16 +40,6 @@ Factory = Callable[..., RunningServer]
 STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
 STUDY_S2 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2)  # 1 instance, same contexts
 RETRY_LINE = "the association kept from an earlier request is lost"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[..., Receiver]]:
-    yield from fixture_receiver()
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 def _final(responses: list[Response]) -> tuple[int, int | None, int | None]:

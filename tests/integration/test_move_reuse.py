@@ -7,7 +7,7 @@ same server to the same destination with the same contexts, then is released."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,6 @@ from tests.integration.move_support import (
     LAYOUT,
     Receiver,
     StoreSCP,
-    fixture_receiver,
-    fixture_storescp,
     identifier,
     ingest,
     move,
@@ -36,16 +34,6 @@ Factory = Callable[..., RunningServer]
 STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
 STUDY_S2 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2)  # 1 instance
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[..., Receiver]]:
-    yield from fixture_receiver()
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import ssl
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -49,7 +49,6 @@ from tests.integration.move_support import (
     LAYOUT,
     StoreSCP,
     assert_same_instance,
-    fixture_storescp,
     ingest,
     populate,
     stored_data_set,
@@ -92,11 +91,6 @@ def big_server(server_factory: Callable[..., RunningServer], tmp_path: Path) -> 
     """A server on each backend holding the LAYOUT archive and the large image."""
     server = server_factory()
     return BigServer(server, _populate_with_big(server.services, tmp_path / "in"))
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    yield from fixture_storescp(tmp_path)
 
 
 @pytest.fixture
