@@ -12,6 +12,7 @@ import pytest
 
 from pacs.bench.aggregate import median_metric, median_ratios, rotated
 from pacs.bench.chart import draw
+from pacs.bench.cmd_merge import merge_reports
 from pacs.bench.report import markdown, target_ratios
 from tests.dcmtk import IN_CI
 
@@ -113,3 +114,27 @@ def test_chart_is_written_as_png(tmp_path: Path) -> None:
     path = tmp_path / "ratios.png"
     assert draw(_report(), path) is None
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _runs_report(rates: list[float]) -> dict[str, Any]:
+    report = _report()
+    report["runs"] = [_run(minipacs={"store_1_rate": rate}, orthanc={"store_1_rate": 100.0})
+                      for rate in rates]
+    return report
+
+
+# Issue #12 (median ratio per row over runs): `scripts/bench merge` takes the median of every
+# run's ratio over all the reports' runs, each ratio still taken within its run.
+def test_merged_reports_give_the_median_ratio_over_all_their_runs() -> None:
+    merged = merge_reports([_runs_report([90.0, 100.0, 130.0]),
+                            _runs_report([140.0, 150.0, 160.0])])
+    assert len(merged["runs"]) == 6
+    assert merged["target_ratios"]["minipacs"]["store_1_rate"] == pytest.approx(1.35)
+    assert merged["target_ranges"]["minipacs"]["store_1_rate"] == [0.9, 1.6]
+
+
+def test_reports_of_different_data_sets_are_not_merged() -> None:
+    other = _runs_report([100.0])
+    other["meta"] = {**other["meta"], "dataset": {**other["meta"]["dataset"], "instances": 20}}
+    with pytest.raises(ValueError, match="different data sets"):
+        merge_reports([_runs_report([100.0]), other])

@@ -157,7 +157,7 @@ def run(arguments: argparse.Namespace) -> int:
                     peer.databases.drop_all()  # type: ignore[attr-defined]
             if cluster is not None:
                 cluster.stop()
-    _aggregate(report, arguments.baseline)
+    aggregate_runs(report, arguments.baseline)
     report["meta"]["seconds"] = round(time.monotonic() - started, 1)
     text = reporting.markdown(report)
     chart_path = arguments.chart or json_path.with_suffix(".png")
@@ -211,7 +211,7 @@ def _run(peers: list[Peer], ctx: Context, number: int, runs: int,
     return run
 
 
-def _aggregate(report: dict[str, Any], baseline: str | None) -> None:
+def aggregate_runs(report: dict[str, Any], baseline: str | None) -> None:
     """Per-run ratios, then the median figure per peer and the median ratio per row."""
     runs = report.get("runs", [])
     for run in runs:
