@@ -297,6 +297,11 @@ def identifier(level: str, **keys: Any) -> Dataset:
     return dataset
 
 
+# The two studies most retrieve tests move: S1 holds 5 instances, S2 one, in the same contexts.
+STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)
+STUDY_S2 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2)
+
+
 def move(server: RunningServer, query: Dataset, destination: str = "DEST",
          model: str = STUDY_ROOT, calling_ae: str = "MOVESCU",
          cancel_after: int | None = None, then: Callable[[Any], None] | None = None,

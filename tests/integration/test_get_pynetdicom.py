@@ -12,6 +12,7 @@ from pacs.dimse.server import RunningServer
 from tests.factory import CT_IMAGE_STORAGE, make_dataset
 from tests.integration.move_support import (
     LAYOUT,
+    STUDY_S1,
     check_counts,
     get,
     identifier,
@@ -21,7 +22,6 @@ from tests.integration.move_support import (
 )
 
 CT_EXPLICIT = {CT_IMAGE_STORAGE: (ExplicitVRLittleEndian,)}
-STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
 
 
 # PS3.4 C.4.3.3.1: Pending responses with the four counts after each sub-operation, then

@@ -28,6 +28,7 @@ from tests.factory import make_dataset
 from tests.integration.move_support import (
     LAYOUT,
     PATIENT_ROOT,
+    STUDY_S1,
     Receiver,
     StoreSCP,
     check_counts,
@@ -41,7 +42,6 @@ from tests.integration.move_support import (
 from tests.postgres import free_port
 
 Factory = Callable[..., RunningServer]
-STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
 
 
 

@@ -25,11 +25,12 @@ from pacs.dimse.server import RunningServer
 from tests.dcmtk import run_tool
 from tests.integration.move_support import (
     LAYOUT,
+    STUDY_S1,
+    STUDY_S2,
     Receiver,
     Response,
     StoreSCP,
     check_counts,
-    identifier,
     move,
     moving_to,
     populate,
@@ -37,8 +38,6 @@ from tests.integration.move_support import (
 )
 
 Factory = Callable[..., RunningServer]
-STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
-STUDY_S2 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2)  # 1 instance, same contexts
 RETRY_LINE = "the association kept from an earlier request is lost"
 
 

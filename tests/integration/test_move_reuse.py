@@ -20,6 +20,8 @@ from tests.dcmtk import run_tool
 from tests.factory import make_dataset, uid
 from tests.integration.move_support import (
     LAYOUT,
+    STUDY_S1,
+    STUDY_S2,
     Receiver,
     StoreSCP,
     identifier,
@@ -31,8 +33,6 @@ from tests.integration.move_support import (
 )
 
 Factory = Callable[..., RunningServer]
-STUDY_S1 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s1)  # 5 instances
-STUDY_S2 = identifier("STUDY", StudyInstanceUID=LAYOUT.study_s2)  # 1 instance
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
