@@ -37,8 +37,9 @@ def handle_echo(event: Any, services: Services) -> Dataset:
     return status_dataset(EchoStatus.SUCCESS)
 
 
-def _check_size(event: Any, services: Services) -> int:
-    size = event.dataset_path.stat().st_size
+def _check_size(event: Any, services: Services, received: tuple[str, int, bytes] | None) -> int:
+    # The receive fast path counted what it wrote; only a file it did not see whole is stat'ed.
+    size = received[1] if received else event.dataset_path.stat().st_size
     limit = services.settings.max_dataset_size
     if limit and size > limit:
         raise DicomError(StoreStatus.OUT_OF_RESOURCES,
@@ -56,7 +57,7 @@ def handle_store(event: Any, services: Services) -> Dataset | int:
     received = received_digest(event.assoc, event.dataset_path)  # taken first: no leftovers
     try:
         require_permission(event, services, "store", StoreStatus.NOT_AUTHORIZED)
-        size = _check_size(event, services)
+        size = _check_size(event, services, received)
         services.metrics.add_bytes("received", size)
         result = services.ingestor.store(
             event.dataset_path,
